@@ -1,0 +1,36 @@
+# diffvox_jax: `make test` builds the environment from nothing and runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := ffmpeg festival festvox-kallpc16k fluidsynth fluid-soundfont-gm
+PYTEST_ARGS ?=
+
+.PHONY: test lint system-deps venv clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+venv: system-deps $(STAMP)
+
+# Debian packages: ffmpeg (MUSDB .stem.mp4, museval), Festival + FluidSynth (synthetic songs).
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "Debian packages missing:$$missing (run as root, or: sudo apt-get install$$missing)"; fi; \
+	fi
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf demo_out .pytest_cache

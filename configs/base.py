@@ -1,0 +1,123 @@
+"""Base configuration for Diff-DMX (Plaja-Roglans et al., 2025).
+
+Every number the paper states is here with its value; every unknown has a default with a short note
+(`../shared/docs/paper-spec.md` §15 lists them; `docs/paper.md` explains each choice). Experiment files in
+this folder import `get_config()` and override what differs. Override anything from the command line:
+
+    diffvox train --config configs/diffdmx_rt.py --workdir runs/rt --config.optim.peak_lr=1e-4
+
+Conventions: audio arrays are `(time, channels)` on disk and `(batch, time, channels)` in the model; lengths are
+in samples at `data.sample_rate`; a cut-off of 0 Hz means "no filter" (white refinement noise).
+"""
+
+import ml_collections
+
+PAPER_FACTORS = (1, 2, 4, 1, 4, 1, 4)
+PAPER_BLOCKS = (1, 1, 1, 2, 2, 2, 2)
+DEEPEST_FOUR = (False, False, False, True, True, True, True)
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the base config: the paper's RT model trained on MUSDB18-HQ."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = data = ml_collections.ConfigDict()
+  data.sample_rate = 44100  # [C] 44.1 kHz.
+  data.channels = 2  # [C] stereo.
+  data.segment = 131072  # [I] 2**17 samples = 2.97 s, the paper's "3 s" chunk; a multiple of 128.
+  data.data_dir = '~/tensorflow_datasets'  # where `diffvox prepare` wrote the tfds datasets.
+  data.sources = 'musdb18hq:1.0'  # comma-separated `name:weight` list of prepared tfds datasets.
+  data.train_split = 'train'
+  data.eval_split = 'validation'
+  data.silence_threshold_db = -60.0  # [?] vocal crop RMS (dBFS) below which the crop counts as silent.
+  data.silent_keep_prob = 0.05  # [C] "we discard 95% of the silent vocal samples".
+  data.worker_count = 0  # grain worker processes (0 = in the main process).
+  data.prefetch = 2  # batches prepared ahead of the train step.
+  data.augment = augment = ml_collections.ConfigDict()
+  augment.remix_prob = 0.5  # [?] accompaniment (or stems) taken from other tracks.
+  augment.gain_prob = 1.0  # [?] random gain per stem.
+  augment.gain_db = 6.0  # [?] uniform in [-gain_db, +gain_db].
+  augment.polarity_prob = 0.5  # [C] polarity inversion (probability [?]).
+  augment.swap_prob = 0.5  # [C] left/right swap (probability [?]).
+  augment.pitch_prob = 0.3  # [C] pitch shift (probability [?]).
+  augment.pitch_semitones = 2  # [?] shift drawn from {-n..n} \ {0}, applied to all stems together.
+
+  config.model = model = ml_collections.ConfigDict()
+  model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
+  model.attention_impl = 'auto'  # 'auto' | 'xla' | 'cudnn' | 'blockwise' (memory-efficient, any device).
+  model.attention_block = 1024  # query block length of the blockwise attention.
+  model.factors = PAPER_FACTORS  # [C] time down-sampling per level, shared by generator and conditioner.
+
+  model.generator = gen = ml_collections.ConfigDict()
+  gen.channels = 32  # [C] channels at the first level, doubled at every factor > 1.
+  gen.blocks = PAPER_BLOCKS  # [C] residual blocks per level.
+  gen.attention = DEEPEST_FOUR  # [C] self-attention in the 4 deepest levels.
+  gen.inject = DEEPEST_FOUR  # [C] conditioner features injected in the 4 deepest levels.
+  gen.kernel_size = 3  # [?] a-unet default.
+  gen.groups = 8  # [?] GroupNorm groups.
+  gen.attention_heads = 8  # [?]
+  gen.attention_head_dim = 32  # [?] chosen to meet the parameter count and a plausible compute budget.
+  gen.fourier_features = 128  # [I] learned random frequencies of sigma.
+  gen.modulation_features = 1024  # [C] the sigma embedding width fed to every FiLM.
+  gen.bottleneck_blocks = 1  # [?] residual blocks at the deepest resolution, between encoder and decoder.
+
+  model.conditioner = cond = ml_collections.ConfigDict()
+  cond.channels = 128  # [C] channels at the first level, doubled at every factor > 1 (2048 at the bottleneck).
+  cond.kernel_sizes = (5, 3, 3)  # [?] UNIVERSE's kernels for the three convs of a block.
+  cond.groups = 8  # [?]
+  cond.attention = DEEPEST_FOUR  # [C] self-attention in the 4 deepest levels (RT variant).
+  cond.attention_heads = 8  # [?]
+  cond.attention_head_dim = 64  # [?]
+  cond.transformer_layers = 6  # [C] rotary-position transformer at the bottleneck (RT variant); 0 = none.
+  cond.transformer_dim = 512  # [?] projected width inside the transformer.
+  cond.transformer_heads = 8  # [?]
+  cond.transformer_mlp_ratio = 4  # [?]
+  cond.latent_tap = 'before_transformer'  # [?] where L_lat's head reads the bottleneck.
+
+  config.diffusion = diffusion = ml_collections.ConfigDict()
+  diffusion.v_weight = 1.0  # [C] L_diff.
+  diffusion.latent_weight = 1.0  # [?] weight of L_lat (Eq. 11).
+  diffusion.reconstruction_weight = 1.0  # [?] weight of L_rec (Eq. 12).
+
+  config.sampler = sampler = ml_collections.ConfigDict()
+  sampler.steps = 50  # [C] T, the number of network evaluations (headline results).
+  sampler.schedule = 'linear'  # [I] sigma = linspace(1, 0, T + 1); also 'cosine', 'edm'.
+  sampler.eta = 0.4  # [C] best setting of Table 2.
+  sampler.cutoff_hz = 5000.0  # [C] best setting of Table 2; 0 = white refinement noise.
+  sampler.filter_order = 4  # [C] Butterworth order.
+  sampler.num_samples = 1  # samples per chunk, averaged.
+  sampler.sigma_start = 1.0  # < 1 refines an existing estimate from that noise level.
+  sampler.chunk = 131072  # [C] 3 s chunks (2**17 samples at 44.1 kHz) ...
+  sampler.overlap = 0.2  # [C] ... with 20% overlap-add.
+  sampler.batch_size = 4  # chunks per sampler call.
+
+  config.train = train = ml_collections.ConfigDict()
+  train.batch_size = 32  # [C] global batch over all devices and hosts.
+  train.num_steps = 1_000_000  # [C]
+  train.steps_per_dispatch = 1  # optimizer steps per jitted call (lax.scan).
+  train.ema_decay = 0.999  # [?]
+  train.log_every = 100
+  train.checkpoint_every = 5000
+  train.keep_checkpoints = 3
+  train.eval_every = 5000
+  train.eval_batches = 8
+  train.distributed = False  # call jax.distributed.initialize() (multi-host TPU pods / GPU clusters).
+
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.peak_lr = 2e-4  # [?] open-universe's value.
+  optim.warmup_steps = 10_000  # [?]
+  optim.end_lr_factor = 0.01  # [?] cosine decay ends at peak_lr * end_lr_factor.
+  optim.weight_decay = 1e-3  # [C] AdamW.
+  optim.b1 = 0.9  # [?]
+  optim.b2 = 0.99  # [?]
+  optim.eps = 1e-8  # [?]
+  optim.grad_clip = 1.0  # [?] global-norm clipping; 0 = off.
+
+  config.eval = evaluation = ml_collections.ConfigDict()
+  evaluation.dataset = 'musdb18hq'  # [C] MUSDB18-HQ ...
+  evaluation.split = 'test'  # [C] ... 50-track test set.
+  evaluation.runs = 5  # [C] stochastic settings: 5 runs, mean reported.
+  evaluation.museval = True  # also BSS Eval v4 (SDR/SIR/SAR/ISR over 1 s frames).
+  evaluation.museval_window_s = 1.0
+  return config

@@ -1,0 +1,151 @@
+"""Loading, overriding and validating ml-collections configs outside absl (tests, experiments, checkpoints).
+
+The command line uses `ml_collections.config_flags` (see `cli.py`); both paths end in `validate`.
+"""
+
+import importlib.util
+import json
+import math
+import pathlib
+from collections.abc import Iterable
+
+import ml_collections
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
+DTYPES = ('float32', 'bfloat16')
+SCHEDULES = ('linear', 'cosine', 'edm')
+ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'blockwise')
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work, with the field name in the message."""
+
+
+def resolve_config_path(name_or_path: str) -> pathlib.Path:
+  """Returns the config file for a path, or for a bare name such as `cpu_tiny` found in `configs/`."""
+  path = pathlib.Path(name_or_path).expanduser()
+  if path.is_file():
+    return path
+  candidate = CONFIG_DIR / f'{path.stem}.py'
+  if candidate.is_file():
+    return candidate
+  raise ConfigError(f'{name_or_path}: no such config file (known: {", ".join(known_configs())})')
+
+
+def known_configs() -> list[str]:
+  return sorted(p.stem for p in CONFIG_DIR.glob('*.py') if not p.stem.startswith('_') and p.stem != 'base')
+
+
+def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+  """Loads `get_config()` from a config file and applies `a.b.c=value` overrides, then validates.
+
+  Args:
+    name_or_path: a config file path or a bare config name (`cpu_tiny`, `diffdmx_rt`, ...).
+    overrides: strings `section.field=value`; values are parsed as Python literals where possible.
+  """
+  path = resolve_config_path(name_or_path)
+  spec = importlib.util.spec_from_file_location(f'_diffvox_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  apply_overrides(config, overrides)
+  validate(config)
+  return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
+  """Sets `a.b.c=value` fields in place; an unknown field is a `ConfigError`."""
+  import ast
+
+  for override in overrides:
+    key, sep, raw = override.removeprefix('--config.').partition('=')
+    if not sep:
+      raise ConfigError(f'override {override!r} is not of the form field=value')
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    parent = config
+    *path, leaf = key.split('.')
+    for part in path:
+      if part not in parent:
+        raise ConfigError(f'unknown config field {key!r}')
+      parent = parent[part]
+    if leaf not in parent:
+      raise ConfigError(f'unknown config field {key!r}')
+    current = parent[leaf]
+    if isinstance(current, tuple) and isinstance(value, list):
+      value = tuple(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    parent[leaf] = value
+
+
+def total_downsampling(config: ml_collections.ConfigDict) -> int:
+  return math.prod(config.model.factors)
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks the invariants the code relies on; raises `ConfigError` naming the field."""
+  model, gen, cond = config.model, config.model.generator, config.model.conditioner
+  levels = len(model.factors)
+  if levels == 0 or any(int(f) < 1 for f in model.factors):
+    raise ConfigError(f'model.factors must be positive integers, got {model.factors}')
+  for name, values in (('model.generator.blocks', gen.blocks), ('model.generator.attention', gen.attention),
+                       ('model.generator.inject', gen.inject), ('model.conditioner.attention', cond.attention)):
+    if len(values) != levels:
+      raise ConfigError(f'{name} has {len(values)} entries but model.factors has {levels} levels')
+  if len(cond.kernel_sizes) != 3:
+    raise ConfigError(f'model.conditioner.kernel_sizes needs 3 kernels (one per conv), got {cond.kernel_sizes}')
+  hop = total_downsampling(config)
+  for name, length in (('data.segment', config.data.segment), ('sampler.chunk', config.sampler.chunk)):
+    if length <= 0 or length % hop:
+      raise ConfigError(f'{name}={length} is not a positive multiple of the total down-sampling {hop}')
+  if model.dtype not in DTYPES:
+    raise ConfigError(f'model.dtype={model.dtype!r} is not one of {DTYPES}')
+  if model.attention_impl not in ATTENTION_IMPLS:
+    raise ConfigError(f'model.attention_impl={model.attention_impl!r} is not one of {ATTENTION_IMPLS}')
+  for name, channels, groups in (('generator', gen.channels, gen.groups), ('conditioner', cond.channels, cond.groups)):
+    if channels % groups:
+      raise ConfigError(f'model.{name}.channels={channels} is not divisible by model.{name}.groups={groups}')
+  if cond.transformer_layers and cond.transformer_dim % cond.transformer_heads:
+    raise ConfigError('model.conditioner.transformer_dim must be divisible by transformer_heads')
+  sampler = config.sampler
+  if sampler.schedule not in SCHEDULES:
+    raise ConfigError(f'sampler.schedule={sampler.schedule!r} is not one of {SCHEDULES}')
+  if sampler.steps < 1:
+    raise ConfigError(f'sampler.steps={sampler.steps} must be at least 1')
+  if not 0.0 <= sampler.eta <= 1.0:
+    raise ConfigError(f'sampler.eta={sampler.eta} must lie in [0, 1]')
+  if not 0.0 <= sampler.cutoff_hz < config.data.sample_rate / 2:
+    raise ConfigError(f'sampler.cutoff_hz={sampler.cutoff_hz} must lie in [0, {config.data.sample_rate / 2})')
+  if not 0.0 < sampler.sigma_start <= 1.0:
+    raise ConfigError(f'sampler.sigma_start={sampler.sigma_start} must lie in (0, 1]')
+  if not 0.0 <= sampler.overlap < 1.0:
+    raise ConfigError(f'sampler.overlap={sampler.overlap} must lie in [0, 1)')
+  if sampler.num_samples < 1 or sampler.batch_size < 1:
+    raise ConfigError('sampler.num_samples and sampler.batch_size must be at least 1')
+  if config.train.batch_size < 1 or config.train.steps_per_dispatch < 1:
+    raise ConfigError('train.batch_size and train.steps_per_dispatch must be at least 1')
+  if not 0.0 <= config.train.ema_decay < 1.0:
+    raise ConfigError(f'train.ema_decay={config.train.ema_decay} must lie in [0, 1)')
+  if not 0.0 <= config.data.silent_keep_prob <= 1.0:
+    raise ConfigError(f'data.silent_keep_prob={config.data.silent_keep_prob} must lie in [0, 1]')
+  return config
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return config.to_json(indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """Rebuilds a config saved by `to_json` (lists become tuples, as in the config files)."""
+
+  def tuples(value):
+    if isinstance(value, list):
+      return tuple(tuples(v) for v in value)
+    if isinstance(value, dict):
+      return {k: tuples(v) for k, v in value.items()}
+    return value
+
+  return validate(ml_collections.ConfigDict(tuples(json.loads(text))))

@@ -1,0 +1,76 @@
+"""The v-objective of Diff-DMX (paper §2, Eqs. 1 to 3 and 5 to 6) as pure functions.
+
+sigma in [0, 1] is the noise level; phi = pi * sigma / 2, alpha = cos(phi), beta = sin(phi). All functions
+broadcast a per-example `sigma` of shape `(batch,)` against signals of shape `(batch, time, channels)`.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+def alpha_beta(sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Signal and noise scales (alpha, beta) = (cos, sin)(pi * sigma / 2); same shape as `sigma`."""
+  phi = sigma * (jnp.pi / 2)
+  return jnp.cos(phi), jnp.sin(phi)
+
+
+def _per_example(scale: jax.Array, like: jax.Array) -> jax.Array:
+  """Reshapes `(batch,)` scales to broadcast against `like` of shape `(batch, ...)`."""
+  scale = jnp.asarray(scale, like.dtype)
+  return scale.reshape(scale.shape + (1,) * (like.ndim - scale.ndim))
+
+
+def add_noise(x0: jax.Array, noise: jax.Array, sigma: jax.Array) -> jax.Array:
+  """Eq. 1: x_sigma = alpha * x0 + beta * noise. x0, noise: (batch, time, channels); sigma: (batch,)."""
+  alpha, beta = alpha_beta(sigma)
+  return _per_example(alpha, x0) * x0 + _per_example(beta, x0) * noise
+
+
+def v_target(x0: jax.Array, noise: jax.Array, sigma: jax.Array) -> jax.Array:
+  """Eq. 2 (with the paper's typo fixed): v = alpha * noise - beta * x0."""
+  alpha, beta = alpha_beta(sigma)
+  return _per_example(alpha, x0) * noise - _per_example(beta, x0) * x0
+
+
+def x0_from_v(x_sigma: jax.Array, v: jax.Array, sigma: jax.Array) -> jax.Array:
+  """Eq. 5: x0_hat = alpha * x_sigma - beta * v."""
+  alpha, beta = alpha_beta(sigma)
+  return _per_example(alpha, x_sigma) * x_sigma - _per_example(beta, x_sigma) * v
+
+
+def noise_from_v(x_sigma: jax.Array, v: jax.Array, sigma: jax.Array) -> jax.Array:
+  """Eq. 6: eps_hat = beta * x_sigma + alpha * v."""
+  alpha, beta = alpha_beta(sigma)
+  return _per_example(beta, x_sigma) * x_sigma + _per_example(alpha, x_sigma) * v
+
+
+class LossTerms(NamedTuple):
+  """The three scalar loss terms and their weighted sum."""
+
+  total: jax.Array
+  v_mse: jax.Array  # L_diff, Eq. 3.
+  latent_mse: jax.Array  # L_lat, Eq. 11.
+  reconstruction_mse: jax.Array  # L_rec, Eq. 12.
+
+
+def squared_error_per_sample(target: jax.Array, estimate: jax.Array) -> jax.Array:
+  """Eqs. 11 and 12: (1/D) sum_d ||target[d] - estimate[d]||^2, the squared norm over channels averaged over
+  time and batch. target, estimate: (batch, time, channels)."""
+  error = (target.astype(jnp.float32) - estimate.astype(jnp.float32)) ** 2
+  return jnp.mean(jnp.sum(error, axis=-1))
+
+
+def loss_terms(v_hat: jax.Array, v_true: jax.Array, vocals: jax.Array, latent_estimate: jax.Array,
+               reconstruction_estimate: jax.Array, *, v_weight: float = 1.0, latent_weight: float = 1.0,
+               reconstruction_weight: float = 1.0) -> LossTerms:
+  """L = w_v * L_diff + w_lat * L_lat + w_rec * L_rec; all arrays (batch, time, channels).
+
+  L_diff is the mean squared error over every element (audio-diffusion-pytorch's `mse_loss`).
+  """
+  v_mse = jnp.mean((v_hat.astype(jnp.float32) - v_true.astype(jnp.float32)) ** 2)
+  latent_mse = squared_error_per_sample(vocals, latent_estimate)
+  reconstruction_mse = squared_error_per_sample(vocals, reconstruction_estimate)
+  total = v_weight * v_mse + latent_weight * latent_mse + reconstruction_weight * reconstruction_mse
+  return LossTerms(total, v_mse, latent_mse, reconstruction_mse)

@@ -1,0 +1,49 @@
+"""Sigma grids for the sampler: static numpy arrays of `steps + 1` decreasing noise levels ending at 0.
+
+sigma is the paper's noise level in [0, 1] (alpha = cos(pi sigma / 2)). Grids are numpy (not traced) so that
+the step count and schedule are compile-time constants of the sampler.
+"""
+
+import numpy as np
+
+EDM_RHO = 7.0
+EDM_NSR_MAX = 80.0  # EDM's sigma_max, as a noise-to-signal ratio tan(pi sigma / 2).
+EDM_NSR_MIN = 0.002  # EDM's sigma_min.
+
+
+def linear(steps: int, sigma_start: float = 1.0) -> np.ndarray:
+  """The paper's grid [I]: linspace(sigma_start, 0, steps + 1) (audio-diffusion-pytorch LinearSchedule)."""
+  return np.linspace(sigma_start, 0.0, steps + 1)
+
+
+def cosine(steps: int, sigma_start: float = 1.0) -> np.ndarray:
+  """sigma = sigma_start * (1 - cos(pi u / 2)) for u from 1 to 0: denser steps at low noise."""
+  u = np.linspace(1.0, 0.0, steps + 1)
+  return sigma_start * (1.0 - np.cos(np.pi * u / 2))
+
+
+def edm(steps: int, sigma_start: float = 1.0) -> np.ndarray:
+  """EDM's rho = 7 warp (Karras et al. 2022) on the noise-to-signal ratio tan(pi sigma / 2).
+
+  The ratio runs from min(80, tan(pi sigma_start / 2)) down to 0.002 over the first `steps` points, mapped back
+  to sigma; the first point is set to `sigma_start` exactly and the last to 0.
+  """
+  nsr_max = min(EDM_NSR_MAX, float(np.tan(np.pi * min(sigma_start, 1.0 - 1e-9) / 2)))
+  nsr_min = min(EDM_NSR_MIN, nsr_max)
+  u = np.linspace(0.0, 1.0, steps)
+  nsr = (nsr_max ** (1 / EDM_RHO) + u * (nsr_min ** (1 / EDM_RHO) - nsr_max ** (1 / EDM_RHO))) ** EDM_RHO
+  grid = np.concatenate([np.arctan(nsr) * 2 / np.pi, [0.0]])
+  grid[0] = sigma_start
+  return grid
+
+
+SCHEDULES = {'linear': linear, 'cosine': cosine, 'edm': edm}
+
+
+def sigma_grid(name: str, steps: int, sigma_start: float = 1.0) -> np.ndarray:
+  """The named grid as float64, shape (steps + 1,), from `sigma_start` down to 0."""
+  if name not in SCHEDULES:
+    raise ValueError(f'unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}')
+  if steps < 1:
+    raise ValueError(f'steps must be at least 1, got {steps}')
+  return np.asarray(SCHEDULES[name](steps, sigma_start), dtype=np.float64)
