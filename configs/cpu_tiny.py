@@ -3,7 +3,7 @@
 Same levels, factors, blocks, attention and injection pattern as the paper's RT model; narrow channels, a
 2-layer bottleneck transformer, 22.05 kHz audio and 0.74 s training crops so that it trains on 2 CPU cores.
 
-    diffvox prepare --dataset synthetic --num-songs 24 --data-dir data_cache
+    diffvox prepare --dataset synthetic --num-songs 24 --config configs/cpu_tiny.py --data-dir data_cache
     diffvox train --config configs/cpu_tiny.py --workdir runs/tiny --config.data.data_dir=data_cache
 """
 

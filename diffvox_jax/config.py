@@ -15,6 +15,7 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
 DTYPES = ('float32', 'bfloat16')
 SCHEDULES = ('linear', 'cosine', 'edm')
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'blockwise')
+LATENT_TAPS = ('before_transformer', 'after_transformer')
 
 
 class ConfigError(ValueError):
@@ -110,6 +111,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ConfigError(f'model.{name}.channels={channels} is not divisible by model.{name}.groups={groups}')
   if cond.transformer_layers and cond.transformer_dim % cond.transformer_heads:
     raise ConfigError('model.conditioner.transformer_dim must be divisible by transformer_heads')
+  validate_model_details(model)
   sampler = config.sampler
   if sampler.schedule not in SCHEDULES:
     raise ConfigError(f'sampler.schedule={sampler.schedule!r} is not one of {SCHEDULES}')
@@ -132,6 +134,26 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0.0 <= config.data.silent_keep_prob <= 1.0:
     raise ConfigError(f'data.silent_keep_prob={config.data.silent_keep_prob} must lie in [0, 1]')
   return config
+
+
+def validate_model_details(model: ml_collections.ConfigDict) -> None:
+  """Model fields beyond the level lists: sizes, the conditioner's compression and the latent tap."""
+  gen, cond = model.generator, model.conditioner
+  if model.attention_block < 1:
+    raise ConfigError(f'model.attention_block={model.attention_block} must be at least 1')
+  if gen.fourier_features < 2 or gen.fourier_features % 2:
+    raise ConfigError(f'model.generator.fourier_features={gen.fourier_features} must be even (sin and cos pairs)')
+  if gen.bottleneck_blocks < 0 or any(b < 0 for b in gen.blocks):
+    raise ConfigError('model.generator.blocks and bottleneck_blocks must not be negative')
+  if min(gen.kernel_size, *cond.kernel_sizes) < 1:
+    raise ConfigError('model kernel sizes must be at least 1')
+  if cond.compression < 1 or cond.channels % cond.compression or (cond.channels // cond.compression) % cond.groups:
+    raise ConfigError(f'model.conditioner.compression={cond.compression} must divide channels={cond.channels} '
+                      f'into a width divisible by groups={cond.groups}')
+  if cond.latent_tap not in LATENT_TAPS:
+    raise ConfigError(f'model.conditioner.latent_tap={cond.latent_tap!r} is not one of {LATENT_TAPS}')
+  if cond.transformer_layers and (cond.transformer_dim // cond.transformer_heads) % 2:
+    raise ConfigError('model.conditioner.transformer_dim / transformer_heads must be even (rotary embeddings)')
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
