@@ -1,0 +1,40 @@
+"""demo: cpu_tiny cut down to train in about 7 minutes on 2 CPU cores, for `make demo` and the shipped model.
+
+What differs from cpu_tiny (same widths, blocks per level, transformer, losses and optimizer):
+- 8 kHz audio: the synthetic vocals (Festival's 16 kHz voice) carry little above 4 kHz, and every sample costs;
+- four levels with factors (4, 4, 4, 2) instead of the paper's seven (1, 2, 4, 1, 4, 1, 4): the same total
+  down-sampling (128), but only one level runs at the full rate; conditioning is injected at the three deepest;
+- no self-attention (cpu_tiny attends at D/32; at 1 s crops that buys little and costs a quarter of the step);
+- 1 s training crops (8192 samples), 3 s separation chunks;
+- a step budget measured on the development machine (see `diffvox_jax/demo.py` and docs/benchmarks.md).
+
+    python -m diffvox_jax.demo --out demo_out      # renders, trains, separates, scores: see demo_out/report.md
+    diffvox prepare --dataset synthetic --num-songs 24 --config demo --data-dir demo_out/data
+    diffvox train --config demo --workdir demo_out/run --config.data.data_dir=demo_out/data
+"""
+
+from configs import cpu_tiny
+
+LEVELS_OFF = (False, False, False, False)
+
+
+def get_config():
+  config = cpu_tiny.get_config()
+  config.data.sample_rate = 8000
+  config.data.segment = 8192
+
+  config.model.factors = (4, 4, 4, 2)
+  gen = config.model.generator
+  gen.blocks = (1, 1, 2, 2)
+  gen.attention = LEVELS_OFF
+  gen.inject = (False, True, True, True)
+  config.model.conditioner.attention = LEVELS_OFF
+
+  config.sampler.chunk = 24064  # 3.0 s at 8 kHz, a multiple of 128.
+  config.sampler.cutoff_hz = 2000.0  # the paper's 5 kHz is above the 4 kHz Nyquist frequency.
+
+  config.train.num_steps = 600
+  config.train.log_every = 25
+  config.train.checkpoint_every = 200
+  config.train.eval_every = 200
+  return config
