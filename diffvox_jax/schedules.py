@@ -26,10 +26,11 @@ def edm(steps: int, sigma_start: float = 1.0) -> np.ndarray:
   """EDM's rho = 7 warp (Karras et al. 2022) on the noise-to-signal ratio tan(pi sigma / 2).
 
   The ratio runs from min(80, tan(pi sigma_start / 2)) down to 0.002 over the first `steps` points, mapped back
-  to sigma; the first point is set to `sigma_start` exactly and the last to 0.
+  to sigma; the first point is set to `sigma_start` exactly and the last to 0. A start below EDM's sigma_min
+  (ratio < 0.002) ends the warp at half the starting ratio instead, so the grid stays strictly decreasing.
   """
   nsr_max = min(EDM_NSR_MAX, float(np.tan(np.pi * min(sigma_start, 1.0 - 1e-9) / 2)))
-  nsr_min = min(EDM_NSR_MIN, nsr_max)
+  nsr_min = min(EDM_NSR_MIN, nsr_max / 2)
   u = np.linspace(0.0, 1.0, steps)
   nsr = (nsr_max ** (1 / EDM_RHO) + u * (nsr_min ** (1 / EDM_RHO) - nsr_max ** (1 / EDM_RHO))) ** EDM_RHO
   grid = np.concatenate([np.arctan(nsr) * 2 / np.pi, [0.0]])
@@ -41,9 +42,13 @@ SCHEDULES = {'linear': linear, 'cosine': cosine, 'edm': edm}
 
 
 def sigma_grid(name: str, steps: int, sigma_start: float = 1.0) -> np.ndarray:
-  """The named grid as float64, shape (steps + 1,), from `sigma_start` down to 0."""
+  """The named grid as float64, shape (steps + 1,), strictly decreasing from exactly `sigma_start` to exactly 0."""
   if name not in SCHEDULES:
     raise ValueError(f'unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}')
   if steps < 1:
     raise ValueError(f'steps must be at least 1, got {steps}')
-  return np.asarray(SCHEDULES[name](steps, sigma_start), dtype=np.float64)
+  if not 0.0 < sigma_start <= 1.0:
+    raise ValueError(f'sigma_start must lie in (0, 1], got {sigma_start}')
+  grid = np.asarray(SCHEDULES[name](steps, sigma_start), dtype=np.float64)
+  grid[0], grid[-1] = sigma_start, 0.0  # exact endpoints (1 - cos(pi / 2) is not exactly 1 in floating point).
+  return grid

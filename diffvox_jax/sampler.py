@@ -1,0 +1,292 @@
+"""The Diff-DMX sampler: DDIM in the v-parameterisation with the paper's high-pass refinement noise (§3).
+
+One call maps mixture chunks `(batch, time, channels)` to vocal estimates of the same shape:
+
+1. the conditioner runs once per chunk; its features are repeated for the `num_samples` ensemble members;
+2. the state starts as white noise at sigma = 1, or (refinement) as an existing estimate noised to `sigma_start`;
+3. one `jax.lax.scan` over the static sigma grid runs the generator `steps` times. Step i, from sigma_i to
+   sigma_{i+1} (alpha, beta = cos, sin of pi sigma / 2), is Eqs. 4 to 7 and 10:
+
+     v = m(x, sigma_i, c);  x0 = alpha_i x - beta_i v;  eps = beta_i x + alpha_i v
+     x <- alpha_{i+1} x0 + beta'_{i+1} eps + delta_{i+1} HPF(n_i),   n_i ~ N(0, I)
+
+   with the standard DDIM form of the stochastic term (paper-spec §3.3; the paper's printed Eqs. 8 to 9 are
+   garbled): delta_{i+1} = eta (beta_{i+1} / beta_i) sqrt(1 - alpha_i^2 / alpha_{i+1}^2) and
+   beta'_{i+1} = sqrt(beta_{i+1}^2 - delta_{i+1}^2). HPF is `noise.shaped_normal` (Butterworth, unit variance).
+   The grid ends at sigma = 0, where alpha = 1 and beta' = delta = 0, so the last step returns x0.
+
+Everything that shapes the computation (steps, schedule, eta, filter, rate, ensemble size, sigma_start) is a
+`SamplerSettings`, static under `jit`: `compiled_sampler(network, settings)` is cached, so each setting compiles
+once per chunk shape.
+
+PRNG: chunk b of a call gets key `fold_in(rng, b)` (or `rng[b]` when a key per chunk is passed), ensemble member
+j of that chunk `fold_in(chunk_key, j)`; its starting noise uses `fold_in(member_key, 0)` and step i's refinement
+noise `fold_in(member_key, i + 1)`. Passing a key per chunk makes a chunk's result independent of its batch.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from diffvox_jax import diffusion, noise, schedules
+
+Params = Any
+Features = Any  # a pytree of arrays with a leading batch axis (e.g. `Conditioning.features`).
+
+
+class Network(NamedTuple):
+  """The two halves of the model as pure functions of the parameters.
+
+  condition: `(params, mixture (batch, time, channels)) -> features`, run once per chunk.
+  denoise: `(params, x_sigma (batch, time, channels), sigma (batch,), features) -> v_hat (batch, time, channels)`.
+  """
+
+  condition: Callable[[Params, jax.Array], Features]
+  denoise: Callable[[Params, jax.Array, jax.Array, Features], jax.Array]
+
+
+def model_network(model) -> Network:
+  """Binds a Diff-DMX Flax module (`models.build_model`) to `Network`; params are its `'params'` collection."""
+
+  def condition(params: Params, mixture: jax.Array) -> Features:
+    return model.apply({'params': params}, mixture, method='condition').features
+
+  def denoise(params: Params, x_sigma: jax.Array, sigma: jax.Array, features: Features) -> jax.Array:
+    return model.apply({'params': params}, x_sigma, sigma, features, method='denoise')
+
+  return Network(condition, denoise)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+  """Static sampler configuration (hashable: one compilation per distinct value).
+
+  Attributes:
+    steps: T, the number of generator evaluations.
+    schedule: sigma grid name from `schedules.SCHEDULES`.
+    eta: stochasticity in [0, 1]; 0 is deterministic DDIM.
+    cutoff_hz: Butterworth high-pass cut-off of the refinement noise; 0 means white noise.
+    filter_order: Butterworth order.
+    sample_rate: rate of the audio in Hz (places the cut-off).
+    num_samples: ensemble members per chunk, averaged.
+    sigma_start: first noise level; below 1 an initial estimate is refined instead of sampling from noise.
+  """
+
+  steps: int = 50
+  schedule: str = 'linear'
+  eta: float = 0.0
+  cutoff_hz: float = 0.0
+  filter_order: int = 4
+  sample_rate: int = 44100
+  num_samples: int = 1
+  sigma_start: float = 1.0
+
+  def __post_init__(self):
+    if self.steps < 1:
+      raise ValueError(f'steps={self.steps} must be at least 1')
+    if self.schedule not in schedules.SCHEDULES:
+      raise ValueError(f'schedule={self.schedule!r} is not one of {sorted(schedules.SCHEDULES)}')
+    if not 0.0 <= self.eta <= 1.0:
+      raise ValueError(f'eta={self.eta} must lie in [0, 1]')
+    if not 0.0 <= self.cutoff_hz < self.sample_rate / 2:
+      raise ValueError(f'cutoff_hz={self.cutoff_hz} must lie in [0, {self.sample_rate / 2})')
+    if self.filter_order < 1:
+      raise ValueError(f'filter_order={self.filter_order} must be at least 1')
+    if self.num_samples < 1:
+      raise ValueError(f'num_samples={self.num_samples} must be at least 1')
+    if not 0.0 < self.sigma_start <= 1.0:
+      raise ValueError(f'sigma_start={self.sigma_start} must lie in (0, 1]')
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, **overrides) -> 'SamplerSettings':
+    """Settings from `config.sampler` and `config.data.sample_rate`; keyword arguments replace fields."""
+    sampler = config.sampler
+    fields = dict(steps=int(sampler.steps), schedule=str(sampler.schedule), eta=float(sampler.eta),
+                  cutoff_hz=float(sampler.cutoff_hz), filter_order=int(sampler.filter_order),
+                  sample_rate=int(config.data.sample_rate), num_samples=int(sampler.num_samples),
+                  sigma_start=float(sampler.sigma_start))
+    fields.update(overrides)
+    return cls(**fields)
+
+  @property
+  def refines(self) -> bool:
+    """True when sampling starts from an existing estimate (sigma_start < 1)."""
+    return self.sigma_start < 1.0
+
+  def sigmas(self) -> np.ndarray:
+    """The sigma grid, float64 `(steps + 1,)`, from sigma_start down to 0."""
+    return schedules.sigma_grid(self.schedule, self.steps, self.sigma_start)
+
+  def noise_gain(self, length: int) -> np.ndarray | None:
+    """The refinement-noise shaping gain for chunks of `length` samples (None: white noise)."""
+    if self.cutoff_hz <= 0.0:
+      return None
+    return noise.shaping_gain(length, self.sample_rate, self.cutoff_hz, self.filter_order)
+
+
+class StepCoefficients(NamedTuple):
+  """Per-step scalars, each `(steps,)`: step i goes from sigma[i] to the next grid point."""
+
+  sigma: np.ndarray  # noise level the network sees.
+  alpha: np.ndarray  # alpha_i, beta_i: turn (x, v) into (x0, eps), Eqs. 5 and 6.
+  beta: np.ndarray
+  alpha_next: np.ndarray  # alpha_{i+1}: scale of x0 in Eq. 10.
+  beta_next: np.ndarray  # beta'_{i+1}: scale of eps after rescaling for the fresh noise.
+  delta: np.ndarray  # delta_{i+1}: scale of the fresh (shaped) noise.
+
+
+def step_coefficients(sigmas: np.ndarray, eta: float) -> StepCoefficients:
+  """The DDIM/eta coefficients of paper-spec §3.3 in float64 for a decreasing grid `(steps + 1,)`."""
+  sigmas = np.asarray(sigmas, np.float64)
+  if sigmas.ndim != 1 or len(sigmas) < 2 or np.any(np.diff(sigmas) >= 0) or sigmas[-1] != 0.0:
+    raise ValueError('the sigma grid must be strictly decreasing and end at 0')
+  alpha, beta = np.cos(np.pi * sigmas / 2), np.sin(np.pi * sigmas / 2)
+  alpha_now, beta_now, alpha_next, beta_next = alpha[:-1], beta[:-1], alpha[1:], beta[1:]
+  delta = eta * (beta_next / beta_now) * np.sqrt(np.maximum(1.0 - alpha_now**2 / alpha_next**2, 0.0))
+  beta_rescaled = np.sqrt(np.maximum(beta_next**2 - delta**2, 0.0))
+  return StepCoefficients(sigmas[:-1], alpha_now, beta_now, alpha_next, beta_rescaled, delta)
+
+
+def _member_keys(rng: jax.Array, batch: int, num_samples: int) -> jax.Array:
+  """Typed keys `(batch * num_samples,)`, chunk-major, from one key or from one key per chunk `(batch,)`."""
+  if not jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    rng = jax.random.wrap_key_data(rng)
+  if rng.ndim == 0:
+    chunk_keys = jax.vmap(lambda index: jax.random.fold_in(rng, index))(jnp.arange(batch))
+  elif rng.shape == (batch,):
+    chunk_keys = rng
+  else:
+    raise ValueError(f'rng must be one key or one key per chunk ({batch},), got shape {rng.shape}')
+  members = jax.vmap(lambda key: jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(num_samples)))
+  return members(chunk_keys).reshape(batch * num_samples)
+
+
+def _repeat_members(tree: Any, num_samples: int) -> Any:
+  """Repeats every leaf's batch rows `num_samples` times (chunk-major), matching `_member_keys`."""
+  return jax.tree.map(lambda leaf: jnp.repeat(leaf, num_samples, axis=0), tree)
+
+
+def _noise(keys: jax.Array, fold: jax.Array | int, shape: tuple[int, int], gain: np.ndarray | None) -> jax.Array:
+  """One noise draw per key: `(len(keys), time, channels)` from `fold_in(key, fold)`."""
+  return jax.vmap(lambda key: noise.shaped_normal(jax.random.fold_in(key, fold), shape, gain))(keys)
+
+
+def _initial_state(settings: SamplerSettings, keys: jax.Array, shape: tuple[int, int],
+                   initial: jax.Array | None) -> jax.Array:
+  """x at sigma_start: white noise, or the repeated initial estimate noised by Eq. 1 for refinement."""
+  start_noise = _noise(keys, 0, shape, None)
+  if initial is None:
+    if settings.refines:
+      raise ValueError(f'sigma_start={settings.sigma_start} < 1 refines an estimate: pass `initial`')
+    return start_noise
+  if not settings.refines:
+    raise ValueError('an initial estimate needs sigma_start < 1 (at sigma = 1 it would be ignored)')
+  initial = _repeat_members(initial.astype(jnp.float32), settings.num_samples)
+  sigma = jnp.full((initial.shape[0],), settings.sigma_start, jnp.float32)
+  return diffusion.add_noise(initial, start_noise, sigma)
+
+
+def ddim_step(network: Network, settings: SamplerSettings, gain: np.ndarray | None, params: Params,
+              features: Features, keys: jax.Array, x: jax.Array, index: jax.Array,
+              coefficients: StepCoefficients) -> jax.Array:
+  """One update (Eq. 10) of the state `x (members, time, channels)`; `coefficients` holds step `index`'s scalars."""
+  sigma = jnp.full((x.shape[0],), coefficients.sigma, jnp.float32)
+  v_hat = network.denoise(params, x, sigma, features).astype(jnp.float32)
+  x0_hat = coefficients.alpha * x - coefficients.beta * v_hat
+  eps_hat = coefficients.beta * x + coefficients.alpha * v_hat
+  x_next = coefficients.alpha_next * x0_hat + coefficients.beta_next * eps_hat
+  if settings.eta > 0.0:
+    x_next = x_next + coefficients.delta * _noise(keys, index + 1, x.shape[1:], gain)
+  return x_next
+
+
+class Prepared(NamedTuple):
+  """What every step needs: the repeated features, member keys, the initial state and the step scalars."""
+
+  features: Features
+  keys: jax.Array
+  x: jax.Array
+  coefficients: StepCoefficients  # float32 arrays `(steps,)`.
+
+
+def prepare(network: Network, settings: SamplerSettings, params: Params, mixture: jax.Array, rng: jax.Array,
+            initial: jax.Array | None = None) -> Prepared:
+  """Runs the conditioner once on `mixture (batch, time, channels)` and builds the state at sigma_start."""
+  batch, length, channels = mixture.shape
+  features = _repeat_members(network.condition(params, mixture), settings.num_samples)
+  keys = _member_keys(rng, batch, settings.num_samples)
+  x = _initial_state(settings, keys, (length, channels), initial)
+  coefficients = step_coefficients(settings.sigmas(), settings.eta)
+  return Prepared(features, keys, x, StepCoefficients(*(jnp.asarray(c, jnp.float32) for c in coefficients)))
+
+
+def finish(settings: SamplerSettings, x: jax.Array, return_samples: bool) -> jax.Array | tuple[jax.Array, jax.Array]:
+  """Averages the ensemble: `(batch * K, time, ch)` -> mean `(batch, time, ch)` [, members `(batch, K, time, ch)`]."""
+  members = x.reshape((-1, settings.num_samples) + x.shape[1:])
+  mean = jnp.mean(members, axis=1)
+  return (mean, members) if return_samples else mean
+
+
+def sample(network: Network, settings: SamplerSettings, params: Params, mixture: jax.Array, rng: jax.Array,
+           initial: jax.Array | None = None, *, return_samples: bool = False):
+  """Vocal estimates for mixture chunks (pure; use `compiled_sampler` for the jitted, cached version).
+
+  Args:
+    network: the conditioner and generator functions.
+    settings: static sampler settings.
+    params: network parameters.
+    mixture: `(batch, time, channels)` float32 chunks; time must suit the network (a multiple of 128).
+    rng: one PRNG key, or one per chunk `(batch,)`.
+    initial: `(batch, time, channels)` estimate to refine; required iff `settings.sigma_start < 1`.
+    return_samples: also return every ensemble member.
+
+  Returns:
+    `(batch, time, channels)` float32, the mean over `settings.num_samples` members, and with `return_samples`
+    also the members `(batch, num_samples, time, channels)`.
+  """
+  prepared = prepare(network, settings, params, mixture, rng, initial)
+  gain = settings.noise_gain(mixture.shape[1])
+
+  def body(x, step):
+    index, coefficients = step
+    return ddim_step(network, settings, gain, params, prepared.features, prepared.keys, x, index, coefficients), None
+
+  x, _ = jax.lax.scan(body, prepared.x, (jnp.arange(settings.steps), prepared.coefficients))
+  return finish(settings, x, return_samples)
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_sampler(network: Network, settings: SamplerSettings) -> Callable:
+  """`jit(sample)` for one network and setting: `fn(params, mixture, rng, initial=None, *, return_samples=False)`.
+
+  Cached on (network, settings): a `Network` compares by the identity of its functions, so build it once per
+  model (e.g. `separate.network_for_config`).
+  """
+  return jax.jit(functools.partial(sample, network, settings), static_argnames=('return_samples',))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_step(network: Network, settings: SamplerSettings, length: int) -> Callable:
+  return jax.jit(functools.partial(ddim_step, network, settings, settings.noise_gain(length)))
+
+
+def sample_with_python_loop(network: Network, settings: SamplerSettings, params: Params, mixture: jax.Array,
+                            rng: jax.Array, initial: jax.Array | None = None, *, return_samples: bool = False):
+  """`sample` with the steps driven by a Python loop over a jitted `ddim_step` (one dispatch per step).
+
+  Same arguments and result as `sample`; it exists as the reference and baseline for the `lax.scan` version
+  (tests and `tools/bench_sampler.py`), not for production use.
+  """
+  prepared = jax.jit(functools.partial(prepare, network, settings))(params, mixture, rng, initial)
+  step = _compiled_step(network, settings, mixture.shape[1])
+  x = prepared.x
+  for index in range(settings.steps):
+    coefficients = StepCoefficients(*(c[index] for c in prepared.coefficients))
+    x = step(params, prepared.features, prepared.keys, x, jnp.asarray(index), coefficients)
+  return finish(settings, x, return_samples)

@@ -1,0 +1,263 @@
+"""The sampler against independent references: an oracle v-function, a float64 numpy DDIM loop, scipy's
+Butterworth response; plus PRNG discipline, the scan/loop equivalence, refinement, ensembles and caching."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import signal
+
+from diffvox_jax import noise, sampler
+from diffvox_jax.config import load_config
+from diffvox_jax.sampler import Network, SamplerSettings
+
+RATE = 8000
+BATCH, LENGTH, CHANNELS = 2, 256, 2
+
+
+def _alpha_beta(sigma):
+  return jnp.cos(jnp.pi * sigma / 2), jnp.sin(jnp.pi * sigma / 2)
+
+
+def _oracle_network() -> Network:
+  """The conditioner passes the true x0 through; the generator returns the exact v for that x0.
+
+  From Eqs. 1-2 with x = alpha x0 + beta eps: eps = (x - alpha x0) / beta, so v = alpha eps - beta x0 =
+  (alpha x - x0) / beta.
+  """
+
+  def denoise(params, x, sigma, x0):
+    alpha, beta = _alpha_beta(sigma[:, None, None])
+    return (alpha * x - x0) / beta
+
+  return Network(lambda params, mixture: mixture, denoise)
+
+
+def _linear_network() -> Network:
+  """A small random linear 'model': v = (x W) (0.5 + sigma) + c U with features c = 0.7 mixture."""
+
+  def denoise(params, x, sigma, features):
+    return (x @ params['w']) * (0.5 + sigma[:, None, None]) + features @ params['u']
+
+  return Network(lambda params, mixture: 0.7 * mixture, denoise)
+
+
+def _linear_params(seed=0):
+  rng = np.random.default_rng(seed)
+  return {'w': jnp.asarray(rng.normal(0, 0.4, (CHANNELS, CHANNELS)), jnp.float32),
+          'u': jnp.asarray(rng.normal(0, 0.4, (CHANNELS, CHANNELS)), jnp.float32)}
+
+
+def _signal(seed=0, batch=BATCH):
+  return jnp.asarray(np.random.default_rng(seed).normal(0, 0.5, (batch, LENGTH, CHANNELS)), jnp.float32)
+
+
+def _settings(**fields) -> SamplerSettings:
+  return SamplerSettings(**{'steps': 10, 'sample_rate': RATE, **fields})
+
+
+def _run(network, settings, params, mixture, seed=0, initial=None, **kwargs):
+  return sampler.compiled_sampler(network, settings)(params, mixture, jax.random.key(seed), initial, **kwargs)
+
+
+@pytest.mark.parametrize('steps', [1, 5, 50])
+@pytest.mark.parametrize('eta,cutoff_hz', [(0.0, 0.0), (0.4, 0.0), (0.8, 1500.0)])
+def test_oracle_recovers_x0(steps, eta, cutoff_hz):
+  x0 = _signal()
+  settings = _settings(steps=steps, eta=eta, cutoff_hz=cutoff_hz)
+  np.testing.assert_allclose(_run(_oracle_network(), settings, {}, x0), x0, atol=2e-5)
+
+
+@pytest.mark.parametrize('schedule', ['cosine', 'edm'])
+def test_oracle_recovers_x0_on_other_schedules(schedule):
+  x0 = _signal()
+  out = _run(_oracle_network(), _settings(steps=20, schedule=schedule, eta=0.4, cutoff_hz=1000.0), {}, x0)
+  np.testing.assert_allclose(out, x0, atol=2e-5)
+
+
+def test_refinement_with_the_oracle_returns_x0():
+  x0 = _signal()
+  rough_estimate = x0 + _signal(seed=5)
+  settings = _settings(steps=5, eta=0.4, cutoff_hz=1000.0, sigma_start=0.5)
+  np.testing.assert_allclose(_run(_oracle_network(), settings, {}, x0, initial=rough_estimate), x0, atol=2e-5)
+
+
+def _numpy_ddim(params, mixture, sigmas, eta, keys, gain, initial=None):
+  """Step-by-step float64 reference of Eqs. 1, 4-7 and 10 with the DDIM eta term of paper-spec §3.3.
+
+  `keys[m]` is member m's key; noise is drawn exactly as the sampler documents (fold_in 0 for the start, i + 1
+  for step i) and then used in float64.
+  """
+  w, u = (np.asarray(params[k], np.float64) for k in ('w', 'u'))
+  features = 0.7 * np.asarray(mixture, np.float64)
+  shape = mixture.shape[1:]
+
+  def draw(fold, shaping):
+    return np.stack([np.asarray(noise.shaped_normal(jax.random.fold_in(k, fold), shape, shaping), np.float64)
+                     for k in keys])
+
+  x = draw(0, None)
+  if initial is not None:
+    x = np.cos(np.pi * sigmas[0] / 2) * np.asarray(initial, np.float64) + np.sin(np.pi * sigmas[0] / 2) * x
+  for i in range(len(sigmas) - 1):
+    a, b = np.cos(np.pi * sigmas[i] / 2), np.sin(np.pi * sigmas[i] / 2)
+    a_next, b_next = np.cos(np.pi * sigmas[i + 1] / 2), np.sin(np.pi * sigmas[i + 1] / 2)
+    v = (x @ w) * (0.5 + sigmas[i]) + features @ u
+    x0_hat, eps_hat = a * x - b * v, b * x + a * v
+    delta = eta * b_next / b * np.sqrt(1 - a**2 / a_next**2)
+    x = a_next * x0_hat + np.sqrt(b_next**2 - delta**2) * eps_hat
+    if eta > 0:
+      x = x + delta * draw(i + 1, gain)
+  return x
+
+
+@pytest.mark.parametrize('schedule,eta,cutoff_hz,sigma_start', [
+    ('linear', 0.0, 0.0, 1.0), ('cosine', 0.0, 0.0, 1.0), ('edm', 0.0, 0.0, 1.0), ('linear', 0.4, 0.0, 1.0),
+    ('linear', 0.4, 2000.0, 1.0), ('linear', 0.0, 0.0, 0.6), ('cosine', 0.8, 500.0, 0.6)])
+def test_matches_float64_numpy_reference(schedule, eta, cutoff_hz, sigma_start):
+  params, mixture = _linear_params(), _signal()
+  settings = _settings(steps=12, schedule=schedule, eta=eta, cutoff_hz=cutoff_hz, sigma_start=sigma_start)
+  initial = _signal(seed=3) if sigma_start < 1 else None
+  rng = jax.random.key(7)
+  keys = [jax.random.fold_in(jax.random.fold_in(rng, b), 0) for b in range(BATCH)]  # one member per chunk.
+  expected = _numpy_ddim(params, mixture, settings.sigmas(), eta, keys, settings.noise_gain(LENGTH), initial)
+  out = sampler.compiled_sampler(_linear_network(), settings)(params, mixture, rng, initial)
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_step_coefficients_edge_cases():
+  eta = 0.4
+  sigmas = np.linspace(1, 0, 11)
+  c = sampler.step_coefficients(sigmas, eta)
+  beta_next = np.sin(np.pi * sigmas[1:] / 2)
+  np.testing.assert_allclose(c.delta[0], eta * beta_next[0])  # alpha_T = 0 at sigma = 1.
+  assert c.delta[-1] == 0.0 and c.beta_next[-1] == 0.0 and c.alpha_next[-1] == 1.0  # last step returns x0.
+  np.testing.assert_allclose(c.beta_next**2 + c.delta**2, beta_next**2, atol=1e-15)  # marginal noise preserved.
+  np.testing.assert_array_equal(sampler.step_coefficients(sigmas, 0.0).delta, 0.0)
+  with pytest.raises(ValueError, match='strictly decreasing'):
+    sampler.step_coefficients(np.array([1.0, 0.5, 0.5, 0.0]), eta)
+
+
+@pytest.mark.parametrize('cutoff_hz,order', [(600.0, 4), (2000.0, 4), (5000.0, 4), (1000.0, 2)])
+def test_shaping_gain_follows_scipy_butterworth(cutoff_hz, order):
+  rate, length = 44100, 4096
+  sos = signal.butter(order, cutoff_hz, 'highpass', fs=rate, output='sos')
+  frequencies, response = signal.sosfreqz(sos, worN=np.fft.rfftfreq(length, 1 / rate), fs=rate)
+  gain = noise.shaping_gain(length, rate, cutoff_hz, order)
+  # Same shape up to the normalising constant: compare with both scaled to 1 at Nyquist (|H| = 1 there).
+  np.testing.assert_allclose(gain / gain[-1], np.abs(response), atol=1e-6)
+
+
+def test_shaped_noise_has_unit_variance_and_the_butterworth_spectrum():
+  rate, length, draws, cutoff_hz = 16000, 2048, 400, 2000.0
+  gain = noise.shaping_gain(length, rate, cutoff_hz, 4)
+  keys = jax.random.split(jax.random.key(0), draws)
+  samples = np.asarray(jax.vmap(lambda k: noise.shaped_normal(k, (length, 2), gain))(keys), np.float64)
+  assert abs(samples.var() - 1.0) < 0.02  # 1.6 M samples.
+  per_position = samples.var(axis=(0, 2)).reshape(16, -1).mean(axis=1)  # 16 stretches of the chunk.
+  np.testing.assert_allclose(per_position, 1.0, atol=0.03)  # stationary: no filter transient at the edges.
+  periodogram = np.mean(np.abs(np.fft.rfft(samples, axis=1)) ** 2, axis=(0, 2)) / length
+  _, response = signal.sosfreqz(signal.butter(4, cutoff_hz, 'highpass', fs=rate, output='sos'),
+                                worN=np.fft.rfftfreq(length, 1 / rate), fs=rate)
+  power = np.abs(response) ** 2
+  two_sided_mean = (power[0] + power[-1] + 2 * power[1:-1].sum()) / length
+  expected = power / two_sided_mean
+  bands = lambda a: a[1:].reshape(32, -1).mean(axis=1)  # noqa: E731  (bins 1..1024 -> 32 bands of 32)
+  np.testing.assert_allclose(bands(periodogram), bands(expected), rtol=0.05, atol=2e-3)
+  assert bands(periodogram)[0] < 1e-3  # the stop band (0 to 250 Hz) is empty.
+
+
+def test_white_noise_needs_no_gain():
+  assert _settings(cutoff_hz=0.0).noise_gain(LENGTH) is None
+  assert _settings(cutoff_hz=100.0).noise_gain(LENGTH).shape == (LENGTH // 2 + 1,)
+
+
+def test_same_seed_same_output_and_seeds_differ_with_eta():
+  params, mixture = _linear_params(), _signal()
+  settings = _settings(eta=0.4, cutoff_hz=1000.0)
+  first = _run(_linear_network(), settings, params, mixture, seed=1)
+  np.testing.assert_array_equal(first, _run(_linear_network(), settings, params, mixture, seed=1))
+  assert np.max(np.abs(first - _run(_linear_network(), settings, params, mixture, seed=2))) > 1e-2
+
+
+def test_refinement_noise_changes_the_result_when_eta_is_positive():
+  params, mixture = _linear_params(), _signal()
+  deterministic = _run(_linear_network(), _settings(eta=0.0), params, mixture, seed=1)
+  stochastic = _run(_linear_network(), _settings(eta=0.4), params, mixture, seed=1)
+  assert np.max(np.abs(deterministic - stochastic)) > 1e-2
+
+
+def test_scan_equals_python_loop():
+  params, mixture = _linear_params(), _signal()
+  settings = _settings(steps=8, eta=0.5, cutoff_hz=1000.0, num_samples=2)
+  rng = jax.random.key(3)
+  scanned = sampler.compiled_sampler(_linear_network(), settings)(params, mixture, rng)
+  looped = sampler.sample_with_python_loop(_linear_network(), settings, params, mixture, rng)
+  np.testing.assert_allclose(scanned, looped, rtol=1e-5, atol=1e-5)
+
+
+def test_ensemble_runs_the_conditioner_once_per_chunk_and_averages():
+  seen_batches = []
+
+  def condition(params, mixture):
+    seen_batches.append(mixture.shape[0])
+    return 0.7 * mixture
+
+  network = Network(condition, _linear_network().denoise)
+  params, mixture = _linear_params(), _signal()
+  settings = _settings(eta=0.4, cutoff_hz=1000.0, num_samples=3)
+  mean, members = _run(network, settings, params, mixture, return_samples=True)
+  assert seen_batches == [BATCH]
+  assert members.shape == (BATCH, 3, LENGTH, CHANNELS) and mean.shape == (BATCH, LENGTH, CHANNELS)
+  np.testing.assert_allclose(mean, members.mean(axis=1), atol=1e-6)
+  assert np.max(np.abs(members[:, 0] - members[:, 1])) > 1e-2  # members draw different noise.
+  # Member 0 of chunk b uses the same keys as a single-sample run: fold_in(fold_in(rng, b), 0).
+  single = _run(network, _settings(eta=0.4, cutoff_hz=1000.0), params, mixture)
+  np.testing.assert_allclose(members[:, 0], single, atol=1e-6)
+
+
+def test_a_key_per_chunk_makes_chunks_independent_of_their_batch():
+  params, mixture = _linear_params(), _signal(batch=3)
+  keys = jax.random.split(jax.random.key(0), 3)
+  run = sampler.compiled_sampler(_linear_network(), _settings(eta=0.4, cutoff_hz=1000.0))
+  together = run(params, mixture, keys)
+  alone = run(params, mixture[1:2], keys[1:2])
+  np.testing.assert_allclose(together[1:2], alone, atol=1e-6)
+  with pytest.raises(ValueError, match='one key per chunk'):
+    run(params, mixture, keys[:2])
+
+
+def test_compiles_once_per_setting():
+  traces = []
+
+  def denoise(params, x, sigma, features):
+    traces.append(1)
+    return _linear_network().denoise(params, x, sigma, features)
+
+  network = Network(_linear_network().condition, denoise)
+  settings = _settings(eta=0.2)
+  assert sampler.compiled_sampler(network, settings) is sampler.compiled_sampler(network, _settings(eta=0.2))
+  for seed in range(3):
+    _run(network, settings, _linear_params(seed), _signal(seed), seed=seed)
+  assert len(traces) == 1  # one trace of the scan body for three calls with new params, audio and keys.
+
+
+def test_refinement_argument_errors():
+  run = sampler.compiled_sampler(_linear_network(), _settings(sigma_start=0.5))
+  with pytest.raises(ValueError, match='pass `initial`'):
+    run(_linear_params(), _signal(), jax.random.key(0))
+  run = sampler.compiled_sampler(_linear_network(), _settings())
+  with pytest.raises(ValueError, match='sigma_start < 1'):
+    run(_linear_params(), _signal(), jax.random.key(0), _signal())
+
+
+def test_settings_from_config_and_validation():
+  config = load_config('cpu_tiny')
+  settings = SamplerSettings.from_config(config, eta=0.2)
+  assert settings == SamplerSettings(steps=20, schedule='linear', eta=0.2, cutoff_hz=5000.0, filter_order=4,
+                                     sample_rate=22050, num_samples=1, sigma_start=1.0)
+  assert hash(settings) == hash(SamplerSettings.from_config(config, eta=0.2))
+  for bad in ({'steps': 0}, {'eta': 1.5}, {'schedule': 'nope'}, {'cutoff_hz': 4000.0}, {'num_samples': 0},
+              {'sigma_start': 0.0}):
+    with pytest.raises(ValueError):
+      _settings(**bad)
