@@ -1,0 +1,207 @@
+"""The training workdir: resolved config, orbax checkpoints with exact resume, and inference export.
+
+Layout of a workdir:
+
+    config.json                     the resolved config (`config.to_json`), written atomically
+    checkpoints/<step>/             one orbax checkpoint per saved step, each holding the items
+        params/ ema_params/             parameter trees (orbax PyTree items: sharding-aware, multi-host)
+        optimizer/                      {'step', 'opt_state'} of the `TrainState`
+        data_iterator/process_<i>-of-<n>.json   every process's input-pipeline iterator state
+    tensorboard/                    scalars (see `loop.py`)
+
+An exported model is a folder with `config.json` and `params.msgpack` (`flax.serialization`). Both kinds load
+with `load_for_inference`.
+"""
+
+import base64
+import dataclasses
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+import flax.serialization
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+from diffvox_jax import config as config_lib
+from diffvox_jax.train.state import TrainState
+
+CONFIG_FILE = 'config.json'
+CHECKPOINT_DIR = 'checkpoints'
+PARAMS_FILE = 'params.msgpack'
+STATE_ITEMS = ('params', 'ema_params', 'optimizer')
+ITERATOR_ITEM = 'data_iterator'
+
+
+class CheckpointError(ValueError):
+  """A workdir or export folder that cannot be loaded; the message names the path."""
+
+
+def write_atomically(path: pathlib.Path, data: bytes) -> None:
+  """Writes `data` to a temporary file beside `path` and renames it over `path` (mode 0644)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.name}.', delete=False) as handle:
+    handle.write(data)
+  os.chmod(handle.name, 0o644)
+  os.replace(handle.name, path)
+
+
+def save_config(folder: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
+  """Writes `folder/config.json` (the resolved config) atomically."""
+  write_atomically(pathlib.Path(folder) / CONFIG_FILE, config_lib.to_json(config).encode())
+
+
+def read_config(folder: str | os.PathLike) -> ml_collections.ConfigDict:
+  """Reads and validates `folder/config.json`."""
+  path = pathlib.Path(folder) / CONFIG_FILE
+  if not path.is_file():
+    raise CheckpointError(f'{path}: no such file (a workdir or exported model needs its config.json)')
+  return config_lib.from_json(path.read_text())
+
+
+def encode_iterator_state(state: bytes | dict | list) -> str:
+  """JSON text for an iterator state: grain's `DataLoaderIterator` gives bytes, a `DatasetIterator` a dict."""
+  if isinstance(state, bytes):
+    return json.dumps({'kind': 'bytes', 'value': base64.b64encode(state).decode('ascii')})
+  return json.dumps({'kind': 'json', 'value': state})
+
+
+def decode_iterator_state(text: str) -> bytes | dict | list:
+  """Inverse of `encode_iterator_state`."""
+  record = json.loads(text)
+  return base64.b64decode(record['value']) if record['kind'] == 'bytes' else record['value']
+
+
+class IteratorStateHandler(ocp.CheckpointHandler):
+  """Saves each process's iterator state (already encoded text) as `process_<i>-of-<n>.json`."""
+
+  @staticmethod
+  def _filename(directory: epath.Path) -> epath.Path:
+    return directory / f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+
+  def save(self, directory: epath.Path, args: 'IteratorStateSave') -> None:
+    self._filename(directory).write_text(args.state)
+
+  def restore(self, directory: epath.Path, args: 'IteratorStateRestore | None' = None) -> str:
+    del args
+    path = self._filename(directory)
+    if not path.exists():
+      written = sorted(p.name for p in directory.iterdir())
+      raise CheckpointError(f'{path}: missing; the checkpoint holds {written}, written by a different number of '
+                            f'processes than this run ({jax.process_count()})')
+    return path.read_text()
+
+
+@ocp.args.register_with_handler(IteratorStateHandler, for_save=True)
+@dataclasses.dataclass
+class IteratorStateSave(ocp.args.CheckpointArgs):
+  state: str
+
+
+@ocp.args.register_with_handler(IteratorStateHandler, for_restore=True)
+@dataclasses.dataclass
+class IteratorStateRestore(ocp.args.CheckpointArgs):
+  pass
+
+
+def make_manager(workdir: str | os.PathLike, keep: int | None = None, create: bool = True) -> ocp.CheckpointManager:
+  """The orbax manager of `workdir/checkpoints`, keeping the `keep` newest checkpoints (all if None).
+
+  Saves are asynchronous (training continues while the arrays are written); the caller decides when to save.
+  """
+  handlers = {name: ocp.StandardCheckpointHandler() for name in STATE_ITEMS}
+  handlers[ITERATOR_ITEM] = IteratorStateHandler()
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
+  return ocp.CheckpointManager(epath.Path(workdir).absolute() / CHECKPOINT_DIR, options=options,
+                               item_handlers=handlers)
+
+
+def _state_items(state: TrainState, make_args) -> dict[str, ocp.args.CheckpointArgs]:
+  """The checkpoint items of a `TrainState`, each wrapped by `make_args` (StandardSave / StandardRestore)."""
+  optimizer = {'step': state.step, 'opt_state': state.opt_state}
+  return {'params': make_args(state.params), 'ema_params': make_args(state.ema_params),
+          'optimizer': make_args(optimizer)}
+
+
+def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, iterator_state: bytes | dict | list) -> int:
+  """Starts saving `state` and the data iterator state (captured now) at step `state.step`; returns the step."""
+  step = int(jax.device_get(state.step))
+  items = _state_items(state, ocp.args.StandardSave)
+  items[ITERATOR_ITEM] = IteratorStateSave(encode_iterator_state(iterator_state))
+  manager.save(step, args=ocp.args.Composite(**items), force=True)
+  return step
+
+
+def restore_checkpoint(manager: ocp.CheckpointManager,
+                       target: TrainState) -> tuple[TrainState, bytes | dict | list] | None:
+  """Restores the latest checkpoint into `target`'s structure, shapes and shardings (`target` may hold arrays or
+  `jax.ShapeDtypeStruct`s with shardings, see `parallel.abstract_sharded_state`).
+
+  Returns `(state, iterator_state)`, or None when the manager holds no checkpoint.
+  """
+  step = manager.latest_step()
+  if step is None:
+    return None
+  items = _state_items(target, ocp.args.StandardRestore)
+  restored = manager.restore(step, args=ocp.args.Composite(**items, **{ITERATOR_ITEM: IteratorStateRestore()}))
+  state = TrainState(step=restored['optimizer']['step'], params=restored['params'],
+                     ema_params=restored['ema_params'], opt_state=restored['optimizer']['opt_state'])
+  return state, decode_iterator_state(restored[ITERATOR_ITEM])
+
+
+def latest_step(workdir: str | os.PathLike) -> int | None:
+  """The newest complete checkpoint step in `workdir`, or None."""
+  if not (pathlib.Path(workdir) / CHECKPOINT_DIR).is_dir():
+    return None
+  manager = make_manager(workdir, create=False)
+  try:
+    return manager.latest_step()
+  finally:
+    manager.close()
+
+
+def _restore_params(workdir: pathlib.Path, use_ema: bool) -> tuple[int, Any]:
+  """`(step, params)` of the newest checkpoint of `workdir` as numpy arrays, whatever devices wrote it."""
+  step = latest_step(workdir)
+  if step is None:
+    raise CheckpointError(f'{workdir}: neither an exported model ({PARAMS_FILE}) nor a workdir with a complete '
+                          f'checkpoint in {CHECKPOINT_DIR}/')
+  item = 'ema_params' if use_ema else 'params'
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  manager = make_manager(workdir, create=False)
+  try:
+    target = jax.tree.map(lambda array: jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=device),
+                          manager.item_metadata(step)[item])
+    restored = manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(target)}))
+  finally:
+    manager.close()
+  return step, jax.device_get(restored[item])
+
+
+def load_for_inference(path: str | os.PathLike, use_ema: bool = True) -> tuple[ml_collections.ConfigDict, Any]:
+  """Loads `(config, params)` for `model.apply({'params': params}, ...)` from a training workdir (its newest
+  checkpoint; the EMA parameters when `use_ema`) or from a folder written by `export_for_inference`.
+
+  Params are nested dicts of numpy float32 arrays.
+  """
+  folder = pathlib.Path(path).expanduser()
+  config = read_config(folder)
+  if (folder / PARAMS_FILE).is_file():
+    return config, flax.serialization.msgpack_restore((folder / PARAMS_FILE).read_bytes())
+  return config, _restore_params(folder, use_ema)[1]
+
+
+def export_for_inference(workdir: str | os.PathLike, out_dir: str | os.PathLike, use_ema: bool = True) -> int:
+  """Writes `out_dir/config.json` and `out_dir/params.msgpack` from the newest checkpoint of `workdir`;
+  returns the exported step."""
+  folder = pathlib.Path(workdir).expanduser()
+  config = read_config(folder)
+  step, params = _restore_params(folder, use_ema)
+  out = pathlib.Path(out_dir).expanduser()
+  write_atomically(out / PARAMS_FILE, flax.serialization.msgpack_serialize(params))
+  save_config(out, config)
+  return step

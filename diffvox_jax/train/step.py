@@ -1,0 +1,110 @@
+"""The pure train step (paper §2, Eqs. 1 to 3 plus the auxiliary losses of §6) and the matching eval step.
+
+PRNG discipline: the step's key is `fold_in(rng, state.step)` and every example's key is `fold_in(step key,
+global example index)`, so sigma and the noise of an example depend only on the seed, the step and the example's
+position in the global batch: not on how many devices share the batch, and not on whether the run was resumed.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from diffvox_jax import diffusion
+from diffvox_jax.train import optimizer as optimizer_lib
+from diffvox_jax.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+TrainStep = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
+
+
+def example_keys(rng: jax.Array, local_batch: int, axis_name: str | None) -> jax.Array:
+  """One key per example, `(local_batch,)` keys, from the example's index in the global batch.
+
+  Under `shard_map` the local batch of device `i` holds global examples `i * local_batch ...`.
+  """
+  offset = jax.lax.axis_index(axis_name) * local_batch if axis_name else 0
+  return jax.vmap(lambda index: jax.random.fold_in(rng, index))(offset + jnp.arange(local_batch))
+
+
+def draw_sigma_and_noise(keys: jax.Array, shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+  """sigma ~ U(0, 1) `(batch,)` and noise ~ N(0, I) `(batch, *shape)` float32, one key per example."""
+
+  def draw(key):
+    sigma_key, noise_key = jax.random.split(key)
+    return jax.random.uniform(sigma_key, ()), jax.random.normal(noise_key, shape)
+
+  return jax.vmap(draw)(keys)
+
+
+def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict,
+                 axis_name: str | None = None) -> Callable[[Any, Batch, jax.Array], tuple[jax.Array, Metrics]]:
+  """Returns `loss_fn(params, batch, rng) -> (total, terms)`: the weighted loss of `config.diffusion`.
+
+  `batch` holds `vocals` and `mixture` of shape `(batch, segment, channels)`; `rng` is this step's key.
+  """
+  weights = config.diffusion
+
+  def loss_fn(params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, Metrics]:
+    vocals, mixture = batch['vocals'], batch['mixture']
+    sigma, noise = draw_sigma_and_noise(example_keys(rng, vocals.shape[0], axis_name), vocals.shape[1:])
+    x_sigma = diffusion.add_noise(vocals, noise, sigma)
+    v_hat, conditioning = model.apply({'params': params}, x_sigma, sigma, mixture)
+    terms = diffusion.loss_terms(
+        v_hat, diffusion.v_target(vocals, noise, sigma), vocals, conditioning.latent_estimate,
+        conditioning.reconstruction_estimate, v_weight=weights.v_weight, latent_weight=weights.latent_weight,
+        reconstruction_weight=weights.reconstruction_weight)
+    return terms.total, {'loss': terms.total, **{name: getattr(terms, name) for name in terms._fields[1:]}}
+
+  return loss_fn
+
+
+def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, axis_name: str | None = None) -> TrainStep:
+  """Returns the pure `train_step(state, batch, rng) -> (state, metrics)`.
+
+  Args:
+    model: the Diff-DMX module (`build_model(config)`): `apply` gives `(v_hat, Conditioning)`.
+    config: the full config (`optim`, `train.ema_decay`, `diffusion` weights).
+    axis_name: the mesh axis the batch is split over when the step runs under `shard_map` (with pmap semantics,
+      `check_vma=False`): gradients and metrics are then averaged over it with `lax.pmean`. None for a single,
+      unsharded step.
+
+  The returned step takes `batch` with `vocals`, `mixture` `(batch, segment, channels)` and the run's base
+  `rng`; its metrics are float32 scalars: `loss` (the weighted total), `v_mse`, `latent_mse`,
+  `reconstruction_mse`, `grad_norm` (before clipping) and `learning_rate` (of this update).
+  """
+  loss_fn = make_loss_fn(model, config, axis_name)
+  tx = optimizer_lib.make_optimizer(config)
+  schedule = optimizer_lib.learning_rate_schedule(config)
+  decay = config.train.ema_decay
+
+  def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, jax.random.fold_in(rng, state.step))
+    if axis_name:  # per-device gradients of the local batch (pmap semantics)
+      grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema_params = jax.tree.map(lambda ema, new: decay * ema + (1.0 - decay) * new, state.ema_params, params)
+    metrics['grad_norm'] = optax.tree.norm(grads)
+    metrics['learning_rate'] = jnp.asarray(schedule(state.step), jnp.float32)
+    return TrainState(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict,
+                   axis_name: str | None = None) -> Callable[[Any, Batch, jax.Array], Metrics]:
+  """Returns `eval_step(params, batch, rng) -> metrics`: the loss terms without gradients (pmean'd over
+  `axis_name` when given). `rng` is used as is, so a fixed key gives a comparable validation curve."""
+  loss_fn = make_loss_fn(model, config, axis_name)
+
+  def eval_step(params, batch: Batch, rng: jax.Array) -> Metrics:
+    _, metrics = loss_fn(params, batch, rng)
+    return jax.lax.pmean(metrics, axis_name) if axis_name else metrics
+
+  return eval_step

@@ -1,0 +1,315 @@
+"""End-to-end training tests: the real Diff-DMX model (reduced cpu_tiny), the real input pipeline on a tiny
+synthetic dataset, and real processes (`diffvox train`, SIGKILL, SIGTERM, two-process multi-host).
+
+Every process shares one persistent XLA compilation cache, so only the first one pays for compiling the model.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from diffvox_jax.train import checkpoint
+
+pytestmark = pytest.mark.slow
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TESTS = pathlib.Path(__file__).resolve().parent
+NUM_STEPS = 8
+# cpu_tiny reduced to two levels and 4 channels (compiles in about a minute on 2 cores); the code paths are the
+# paper model's: generator, conditioner with attention and transformer, injection, both auxiliary heads, and the
+# blockwise attention that paper-size sequences use on a CPU (256 tokens in blocks of 128).
+SMALL_MODEL = (
+    'data.segment=1024', 'train.batch_size=4', 'model.factors=(4, 4)', 'model.generator.channels=4',
+    'model.generator.groups=2', 'model.generator.blocks=(1, 1)', 'model.generator.attention=(False, True)',
+    'model.generator.inject=(False, True)', 'model.conditioner.channels=4', 'model.conditioner.groups=2',
+    'model.conditioner.attention=(False, True)', 'model.conditioner.transformer_layers=1', 'model.attention_block=128',
+    f'train.num_steps={NUM_STEPS}', 'optim.warmup_steps=2', 'optim.peak_lr=5e-3', 'train.checkpoint_every=3',
+    'train.keep_checkpoints=10', 'train.log_every=1', 'train.eval_every=4', 'train.eval_batches=1')
+
+# Trains in a subprocess with the real pipeline; from batch `pause_at` on it touches `marker`, then either blocks
+# (`block`: the test kills it) or slows down (`slow`: the test sends SIGTERM). Exits like `diffvox train`.
+PACED_TRAINER = '''
+import json, pathlib, sys, time
+from diffvox_jax.config import load_config
+from diffvox_jax.data import pipeline
+from diffvox_jax.train import loop
+
+overrides, workdir, marker, pause_at, mode = json.loads(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3]), \\
+    int(sys.argv[4]), sys.argv[5]
+config = load_config('cpu_tiny', overrides)
+
+
+class Paced:
+  def __init__(self, inner):
+    self.inner, self.count = inner, 0
+
+  def __next__(self):
+    if self.count >= pause_at:
+      marker.touch()
+      time.sleep(3600 if mode == 'block' else 1.0)
+    self.count += 1
+    return next(self.inner)
+
+  def get_state(self):
+    return self.inner.get_state()
+
+  def set_state(self, state):
+    self.inner.set_state(state)
+
+
+try:
+  loop.train_and_evaluate(config, workdir, train_data=Paced(pipeline.train_iterator(config)))
+except loop.TrainingInterrupted as error:
+  print(error, file=sys.stderr)
+  sys.exit(128 + error.signum)
+'''
+
+# One real batch repeated: prints the per-step metrics as JSON.
+OVERFITTER = '''
+import json, sys
+import jax
+import numpy as np
+from diffvox_jax.config import load_config
+from diffvox_jax.data import pipeline
+from diffvox_jax.models import build_model
+from diffvox_jax.train import parallel
+
+config = load_config('cpu_tiny', json.loads(sys.argv[1]))
+model, mesh = build_model(config), parallel.make_mesh()
+state = parallel.create_sharded_state(model, config, jax.random.key(0), mesh)
+multi_step = parallel.make_parallel_train_step(model, config, mesh)
+batch = parallel.stack_and_shard([next(pipeline.train_iterator(config))], mesh)
+history = []
+for _ in range(config.train.num_steps):
+  state, metrics = multi_step(state, batch, jax.random.key(1))
+  history.append({name: float(value[0]) for name, value in jax.device_get(metrics).items()})
+print(json.dumps(history))
+'''
+
+# One host of a two-process run on loopback (gloo collectives), one CPU device each, stand-in model.
+MULTI_HOST_TRAINER = '''
+import sys
+import jax
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+process_id, port, workdir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}', num_processes=2, process_id=process_id)
+sys.path.insert(0, sys.argv[4])
+from test_train import StandInModel, StandInStream, tiny_config
+from diffvox_jax.train import loop
+
+# Host i feeds examples i*2, i*2+1 of each global batch of 4 (see `global_batches` in the test).
+stream = StandInStream(batch=2, host=process_id)
+loop.train_and_evaluate(tiny_config('train.num_steps=2', 'train.checkpoint_every=2'), workdir, model=StandInModel(),
+                        train_data=stream)
+'''
+
+
+def subprocess_env(cache: pathlib.Path) -> dict[str, str]:
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+  env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
+  return env
+
+
+def diffvox(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', 'diffvox_jax.cli', *args], env=env, capture_output=True, text=True,
+                        timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope='module')
+def compile_cache(tmp_path_factory) -> pathlib.Path:
+  return tmp_path_factory.mktemp('xla_cache')
+
+
+@pytest.fixture(scope='module')
+def synthetic_data(tmp_path_factory, compile_cache) -> pathlib.Path:
+  """Three short synthetic songs (one per split) prepared with `diffvox prepare`."""
+  data_dir = tmp_path_factory.mktemp('data')
+  result = diffvox('prepare', '--dataset', 'synthetic', '--num-songs', '3', '--max-seconds', '6', '--config',
+                   'cpu_tiny', '--data-dir', str(data_dir), env=subprocess_env(compile_cache))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return data_dir
+
+
+@pytest.fixture(scope='module')
+def overrides(synthetic_data) -> list[str]:
+  return [*SMALL_MODEL, f'data.data_dir={synthetic_data}']
+
+
+@pytest.fixture(scope='module')
+def straight_run(tmp_path_factory, overrides, compile_cache) -> tuple[pathlib.Path, subprocess.CompletedProcess]:
+  """`diffvox train` for NUM_STEPS steps without interruption."""
+  workdir = tmp_path_factory.mktemp('straight')
+  flags = [f'--config.{override}' for override in overrides]
+  result = diffvox('train', '--config', 'cpu_tiny', '--workdir', str(workdir), *flags,
+                   env=subprocess_env(compile_cache))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, result
+
+
+def read_checkpoint(workdir: pathlib.Path, step: int) -> dict:
+  """Every item of a checkpoint as numpy trees (targets from the saved metadata) plus the iterator files."""
+  manager = checkpoint.make_manager(workdir, create=False)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  args = {}
+  for item in checkpoint.STATE_ITEMS:
+    target = jax.tree.map(lambda array: jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=device),
+                          manager.item_metadata(step)[item])
+    args[item] = ocp.args.StandardRestore(target)
+  restored = jax.device_get(dict(manager.restore(step, args=ocp.args.Composite(**args))))
+  manager.close()
+  iterator_dir = workdir / checkpoint.CHECKPOINT_DIR / str(step) / checkpoint.ITERATOR_ITEM
+  restored['iterator_files'] = {path.name: path.read_text() for path in iterator_dir.glob('process_*.json')}
+  return restored
+
+
+def assert_checkpoints_identical(a: dict, b: dict) -> None:
+  assert a['iterator_files'] == b['iterator_files']
+  for item in checkpoint.STATE_ITEMS:
+    leaves_a, leaves_b = jax.tree.leaves(a[item]), jax.tree.leaves(b[item])
+    assert len(leaves_a) == len(leaves_b) > 0
+    for leaf_a, leaf_b in zip(leaves_a, leaves_b, strict=True):
+      np.testing.assert_array_equal(leaf_a, leaf_b, err_msg=item)
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 600) -> None:
+  deadline = time.monotonic() + timeout
+  while not condition():
+    if process.poll() is not None:
+      raise AssertionError(f'the trainer exited ({process.returncode}) before {what}: {process.stderr.read()[-3000:]}')
+    if time.monotonic() > deadline:
+      process.kill()
+      raise AssertionError(f'timed out waiting for {what}')
+    time.sleep(0.2)
+
+
+def start_paced_trainer(tmp_path, overrides, cache, workdir, pause_at: int, mode: str):
+  script, marker = tmp_path / 'paced_trainer.py', tmp_path / 'paused'
+  script.write_text(PACED_TRAINER)
+  process = subprocess.Popen(
+      [sys.executable, str(script), json.dumps(overrides), str(workdir), str(marker), str(pause_at), mode],
+      env=subprocess_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+  return process, marker
+
+
+def event_tags(folder: pathlib.Path) -> set[str]:
+  """Scalar tags in TensorBoard event files (TFRecord framing: length, crc, Event proto, crc)."""
+  from tensorboardX.proto import event_pb2
+
+  tags = set()
+  for path in folder.glob('events.out.tfevents.*'):
+    data, offset = path.read_bytes(), 0
+    while offset < len(data):
+      (length,) = struct.unpack('<Q', data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      tags.update(value.tag for value in event.summary.value)
+      offset += 12 + length + 4
+  return tags
+
+
+def test_diffvox_train_runs_end_to_end_on_synthetic_songs(straight_run):
+  workdir, result = straight_run
+  assert 'examples_per_s' in result.stderr and 'steps_per_s' in result.stderr
+  assert 'step 4 eval: latent_mse=' in result.stderr and 'step 8 eval_ema: latent_mse=' in result.stderr
+  assert checkpoint.latest_step(workdir) == NUM_STEPS
+  tags = event_tags(workdir / 'tensorboard')
+  for tag in ('train/loss', 'train/v_mse', 'train/latent_mse', 'train/reconstruction_mse', 'train/grad_norm',
+              'train/learning_rate', 'train/examples_per_s', 'eval/loss', 'eval_ema/reconstruction_mse'):
+    assert tag in tags
+  config, params = checkpoint.load_for_inference(workdir)
+  assert config.train.num_steps == NUM_STEPS and config.model.factors == (4, 4)
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path, compile_cache):
+  result = diffvox('train', '--config', 'cpu_tiny', '--workdir', str(tmp_path / 'run'),
+                   f'--config.data.data_dir={tmp_path / "nowhere"}', env=subprocess_env(compile_cache))
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith(f'diffvox: data directory {tmp_path / "nowhere"} does not')
+
+
+def test_sigkill_after_a_checkpoint_then_restart_resumes_exactly(tmp_path, overrides, compile_cache, straight_run):
+  straight, _ = straight_run
+  workdir = tmp_path / 'killed'
+  process, marker = start_paced_trainer(tmp_path, overrides, compile_cache, workdir, pause_at=4, mode='block')
+  # Steps 1-3, checkpoint 3, step 4, then it blocks fetching the 5th batch.
+  wait_for(lambda: marker.exists() and checkpoint.latest_step(workdir) == 3, process, 'checkpoint 3')
+  process.send_signal(signal.SIGKILL)
+  process.wait(timeout=60)
+  process.stderr.close()
+  process.stdout.close()
+  assert checkpoint.latest_step(workdir) == 3
+
+  result = diffvox('train', '--workdir', str(workdir), env=subprocess_env(compile_cache))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'resuming at step 3' in result.stderr
+  for step in (6, NUM_STEPS):
+    assert_checkpoints_identical(read_checkpoint(workdir, step), read_checkpoint(straight, step))
+
+
+def test_sigterm_saves_a_complete_checkpoint_before_exiting(tmp_path, overrides, compile_cache, straight_run):
+  del straight_run  # only for its compilation cache
+  workdir = tmp_path / 'terminated'
+  process, marker = start_paced_trainer(tmp_path, overrides, compile_cache, workdir, pause_at=4, mode='slow')
+  wait_for(marker.exists, process, 'the 5th batch')
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  step = checkpoint.latest_step(workdir)
+  assert f'stopped by SIGTERM at step {step}; checkpoint saved' in stderr
+  assert 4 < step < NUM_STEPS  # stopped early, after the step it was in
+  saved = read_checkpoint(workdir, step)  # every item restores
+  assert int(saved['optimizer']['step']) == step
+  assert list(saved['iterator_files']) == ['process_0-of-1.json']
+  iterator_state = checkpoint.decode_iterator_state(saved['iterator_files']['process_0-of-1.json'])
+  assert iterator_state == {'next_index': step}  # grain's position: one batch per step consumed
+
+
+def test_loss_decreases_when_overfitting_one_batch(tmp_path, overrides, compile_cache, straight_run):
+  del straight_run  # only for its compilation cache
+  script = tmp_path / 'overfit.py'
+  script.write_text(OVERFITTER)
+  result = subprocess.run([sys.executable, str(script), json.dumps(overrides)], env=subprocess_env(compile_cache),
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  history = json.loads(result.stdout.strip().splitlines()[-1])
+  assert len(history) == NUM_STEPS
+  for term in ('latent_mse', 'reconstruction_mse'):  # deterministic given the parameters: strictly comparable
+    assert history[-1][term] < 0.7 * history[0][term], (term, [h[term] for h in history])
+  first, last = np.mean([h['loss'] for h in history[:3]]), np.mean([h['loss'] for h in history[-3:]])
+  assert last < 0.8 * first, [h['loss'] for h in history]
+
+
+def test_two_hosts_train_and_checkpoint_like_one_host_with_two_devices(tmp_path, compile_cache):
+  from test_train import StandInStream, run_steps
+
+  workdir, port = tmp_path / 'multi', str(20000 + os.getpid() % 20000)
+  script = tmp_path / 'multi_host.py'
+  script.write_text(MULTI_HOST_TRAINER)
+  env = dict(subprocess_env(compile_cache), XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  processes = [subprocess.Popen([sys.executable, str(script), str(i), port, str(workdir), str(TESTS)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) for i in range(2)]
+  for process in processes:
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+  saved = read_checkpoint(workdir, 2)
+  assert sorted(saved['iterator_files']) == ['process_0-of-2.json', 'process_1-of-2.json']
+  # The same global batches on one host with two devices.
+  hosts = [StandInStream(batch=2, host=0), StandInStream(batch=2, host=1)]
+  global_batches = []
+  for _ in range(2):
+    parts = [next(stream) for stream in hosts]
+    global_batches.append({key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
+  single, _ = run_steps(global_batches, devices=2, overrides=('train.num_steps=2', 'train.checkpoint_every=2'))
+  for leaf_multi, leaf_single in zip(jax.tree.leaves(saved['params']), jax.tree.leaves(single.params), strict=True):
+    np.testing.assert_allclose(leaf_multi, leaf_single, rtol=1e-5, atol=1e-7)
