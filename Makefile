@@ -1,4 +1,4 @@
-# diffvox_jax: `make test` builds the environment from nothing and runs the test suite.
+# diffvox_jax: `make demo` (the main job) and `make test` (the test suite) build the environment from nothing.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := ffmpeg festival festvox-kallpc16k fluidsynth fluid-soundfont-gm
 PYTEST_ARGS ?=
 
-.PHONY: test lint system-deps venv clean
+.PHONY: demo test lint system-deps venv clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ system-deps:
 test: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: venv
+	$(PY) -m diffvox_jax.demo --out demo_out
 
 lint: venv
 	$(VENV)/bin/ruff check .

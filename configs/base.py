@@ -88,6 +88,11 @@ def get_config() -> ml_collections.ConfigDict:
   diffusion.v_weight = 1.0  # [C] L_diff.
   diffusion.latent_weight = 1.0  # [?] weight of L_lat (Eq. 11).
   diffusion.reconstruction_weight = 1.0  # [?] weight of L_rec (Eq. 12).
+  # [?] The network works on audio multiplied by data_scale: mixture and vocals in training (so the losses are in
+  # those units), mixture and initial estimate in sampling, whose result is divided by it. 1.0 is the paper's raw
+  # waveform; vocals near 0.05 RMS then sit below the noise at almost every training sigma, so small, briefly
+  # trained models need about 10 (configs/demo.py; measured in diffvox_jax/demo.py).
+  diffusion.data_scale = 1.0
 
   config.sampler = sampler = ml_collections.ConfigDict()
   sampler.steps = 50  # [C] T, the number of network evaluations (headline results).

@@ -112,6 +112,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if cond.transformer_layers and cond.transformer_dim % cond.transformer_heads:
     raise ConfigError('model.conditioner.transformer_dim must be divisible by transformer_heads')
   validate_model_details(model)
+  if not config.diffusion.get('data_scale', 1.0) > 0:  # absent from configs saved before the field: 1.0
+    raise ConfigError(f'diffusion.data_scale={config.diffusion.data_scale} must be positive')
   sampler = config.sampler
   if sampler.schedule not in SCHEDULES:
     raise ConfigError(f'sampler.schedule={sampler.schedule!r} is not one of {SCHEDULES}')

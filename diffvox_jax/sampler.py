@@ -76,6 +76,8 @@ class SamplerSettings:
     sample_rate: rate of the audio in Hz (places the cut-off).
     num_samples: ensemble members per chunk, averaged.
     sigma_start: first noise level; below 1 an initial estimate is refined instead of sampling from noise.
+    data_scale: the network's audio units (`config.diffusion.data_scale`): mixture and initial estimate are
+      multiplied by it, the result divided by it.
   """
 
   steps: int = 50
@@ -86,6 +88,7 @@ class SamplerSettings:
   sample_rate: int = 44100
   num_samples: int = 1
   sigma_start: float = 1.0
+  data_scale: float = 1.0
 
   def __post_init__(self):
     if self.steps < 1:
@@ -102,6 +105,8 @@ class SamplerSettings:
       raise ValueError(f'num_samples={self.num_samples} must be at least 1')
     if not 0.0 < self.sigma_start <= 1.0:
       raise ValueError(f'sigma_start={self.sigma_start} must lie in (0, 1]')
+    if not self.data_scale > 0.0:
+      raise ValueError(f'data_scale={self.data_scale} must be positive')
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, **overrides) -> 'SamplerSettings':
@@ -110,7 +115,7 @@ class SamplerSettings:
     fields = dict(steps=int(sampler.steps), schedule=str(sampler.schedule), eta=float(sampler.eta),
                   cutoff_hz=float(sampler.cutoff_hz), filter_order=int(sampler.filter_order),
                   sample_rate=int(config.data.sample_rate), num_samples=int(sampler.num_samples),
-                  sigma_start=float(sampler.sigma_start))
+                  sigma_start=float(sampler.sigma_start), data_scale=float(config.diffusion.get('data_scale', 1.0)))
     fields.update(overrides)
     return cls(**fields)
 
@@ -187,7 +192,7 @@ def _initial_state(settings: SamplerSettings, keys: jax.Array, shape: tuple[int,
     return start_noise
   if not settings.refines:
     raise ValueError('an initial estimate needs sigma_start < 1 (at sigma = 1 it would be ignored)')
-  initial = _repeat_members(initial.astype(jnp.float32), settings.num_samples)
+  initial = _repeat_members(initial.astype(jnp.float32) * settings.data_scale, settings.num_samples)
   sigma = jnp.full((initial.shape[0],), settings.sigma_start, jnp.float32)
   return diffusion.add_noise(initial, start_noise, sigma)
 
@@ -219,7 +224,7 @@ def prepare(network: Network, settings: SamplerSettings, params: Params, mixture
             initial: jax.Array | None = None) -> Prepared:
   """Runs the conditioner once on `mixture (batch, time, channels)` and builds the state at sigma_start."""
   batch, length, channels = mixture.shape
-  features = _repeat_members(network.condition(params, mixture), settings.num_samples)
+  features = _repeat_members(network.condition(params, mixture * settings.data_scale), settings.num_samples)
   keys = _member_keys(rng, batch, settings.num_samples)
   x = _initial_state(settings, keys, (length, channels), initial)
   coefficients = step_coefficients(settings.sigmas(), settings.eta)
@@ -228,7 +233,7 @@ def prepare(network: Network, settings: SamplerSettings, params: Params, mixture
 
 def finish(settings: SamplerSettings, x: jax.Array, return_samples: bool) -> jax.Array | tuple[jax.Array, jax.Array]:
   """Averages the ensemble: `(batch * K, time, ch)` -> mean `(batch, time, ch)` [, members `(batch, K, time, ch)`]."""
-  members = x.reshape((-1, settings.num_samples) + x.shape[1:])
+  members = x.reshape((-1, settings.num_samples) + x.shape[1:]) / settings.data_scale
   mean = jnp.mean(members, axis=1)
   return (mean, members) if return_samples else mean
 

@@ -49,9 +49,10 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict,
   `batch` holds `vocals` and `mixture` of shape `(batch, segment, channels)`; `rng` is this step's key.
   """
   weights = config.diffusion
+  scale = config.diffusion.get('data_scale', 1.0)  # the model's units: audio times data_scale (losses too).
 
   def loss_fn(params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, Metrics]:
-    vocals, mixture = batch['vocals'], batch['mixture']
+    vocals, mixture = batch['vocals'] * scale, batch['mixture'] * scale
     sigma, noise = draw_sigma_and_noise(example_keys(rng, vocals.shape[0], axis_name), vocals.shape[1:])
     x_sigma = diffusion.add_noise(vocals, noise, sigma)
     v_hat, conditioning = model.apply({'params': params}, x_sigma, sigma, mixture)
