@@ -314,12 +314,26 @@ def write_report(result: DemoResult, config: ml_collections.ConfigDict, config_n
       f'--runs 1 --nomuseval --out {paths.out / "evaluation"}',
       '```',
       '',
+      '## Your own song',
+      '',
+      'Any format soundfile or ffmpeg reads, at any rate; the vocals and the instrumental land in `separated/<song>/`:',
+      '',
+      '```sh',
+      *own_song_commands(paths),
+      '```',
+      '',
       '## Timings (this invocation)',
       '',
       results.markdown_table(['stage', 'status', 'wall time'], timing_rows),
       '',
   ]
   checkpoint_lib.write_atomically(paths.report, '\n'.join(lines).encode())
+
+
+def own_song_commands(paths: DemoPaths) -> list[str]:
+  """How to separate a user's song: with the packaged pretrained model, and with the model this demo trained."""
+  return ['.venv/bin/diffvox separate my_song.mp3 --out separated    # the pretrained model shipped in the package',
+          f'.venv/bin/diffvox separate my_song.mp3 --checkpoint {paths.run} --out separated    # this demo\'s model']
 
 
 def _stage(title: str, command: str | None = None) -> None:
@@ -380,6 +394,7 @@ def run_demo(out: str | pathlib.Path, *, config_name: str = DEMO_CONFIG, overrid
     print(f'   {song["song"]}: uSDR {song["usdr"]["model"]:.2f} dB (mixture {song["usdr"]["mixture"]:.2f}, '
           f'oracle IRM {song["usdr"]["oracle_irm"]:.2f})')
   print(f'   median margin over the mixture: {median["margin_over_mixture"]:+.2f} dB; report: {paths.report}')
+  print('\nYour own song, in one line:\n   ' + '\n   '.join(own_song_commands(paths)))
   return result
 
 

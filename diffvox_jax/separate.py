@@ -37,9 +37,9 @@ from diffvox_jax import config as config_lib
 from diffvox_jax.chunking import ChunkPlan, OverlapAdd, chunk_plan, cut_chunks
 from diffvox_jax.models import build_model
 
-# The packaged pretrained model that `--checkpoint` falls back to, relative to this package (none is shipped yet:
-# the pretrained-model issue sets this to its folder, e.g. 'pretrained/diffdmx_tiny').
-DEFAULT_CHECKPOINT: str | None = None
+# The packaged pretrained model that `--checkpoint` falls back to, relative to this package (`tools/train_pretrained.py`
+# makes it; its MODEL_CARD.md says how and what it reaches).
+DEFAULT_CHECKPOINT = 'pretrained/diffdmx_demo_8k'
 
 # (mixture (batch, chunk, channels), keys (batch,), initial (batch, chunk, channels) | None) -> vocals, same shape.
 SampleBatch = Callable[[np.ndarray, jax.Array, np.ndarray | None], np.ndarray | jax.Array]
@@ -50,11 +50,12 @@ class SeparationError(ValueError):
 
 
 def default_checkpoint() -> pathlib.Path:
-  """The packaged pretrained model's folder, or a `SeparationError` when the package ships none."""
-  if DEFAULT_CHECKPOINT is None:
-    raise SeparationError('no pretrained model is packaged yet: pass --checkpoint (a training workdir or an '
-                          'exported model folder)')
-  return pathlib.Path(__file__).resolve().parent / DEFAULT_CHECKPOINT
+  """The packaged pretrained model's folder; a `SeparationError` when this installation lacks it."""
+  folder = pathlib.Path(__file__).resolve().parent / DEFAULT_CHECKPOINT
+  if not (folder / 'config.json').is_file():
+    raise SeparationError(f'{folder}: the packaged pretrained model is missing from this installation: pass '
+                          '--checkpoint (a training workdir or an exported model folder)')
+  return folder
 
 
 @functools.lru_cache(maxsize=8)

@@ -46,6 +46,7 @@ def _assert_png(path: pathlib.Path) -> None:
   assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
+@pytest.mark.slow
 def test_demo_writes_every_promised_output(demo_run):
   out, result = demo_run
   paths = demo.DemoPaths(out)
@@ -75,11 +76,14 @@ def test_demo_writes_every_promised_output(demo_run):
   assert f'{result.median["margin_over_mixture"]:+.2f} dB' in report
   for command in result.commands.values():
     assert command in report
+  for command in demo.own_song_commands(paths):
+    assert command in report
   assert result.commands['train'].startswith('diffvox train --config demo --workdir ')
   assert '--config.train.num_steps=3' in result.commands['train']
   assert checkpoint_lib.latest_step(paths.run) == 3
 
 
+@pytest.mark.slow
 def test_demo_rerun_reuses_data_run_and_separation(demo_run):
   out, _ = demo_run
   paths = demo.DemoPaths(out)

@@ -231,9 +231,8 @@ def test_chunk_length_rounds_to_the_down_sampling():
     separate.chunk_length(config, 0.0)
 
 
-def test_default_checkpoint_resolves_inside_the_package(monkeypatch):
-  monkeypatch.setattr(separate, 'DEFAULT_CHECKPOINT', None)
-  with pytest.raises(separate.SeparationError, match='--checkpoint'):
+def test_a_missing_packaged_model_is_a_one_line_error(monkeypatch):
+  monkeypatch.setattr(separate, 'DEFAULT_CHECKPOINT', 'pretrained/no_such_model')
+  with pytest.raises(separate.SeparationError, match='no_such_model: .*--checkpoint') as error:
     separate.default_checkpoint()
-  monkeypatch.setattr(separate, 'DEFAULT_CHECKPOINT', 'pretrained/some_model')
-  assert separate.default_checkpoint() == pathlib.Path(separate.__file__).parent / 'pretrained' / 'some_model'
+  assert '\n' not in str(error.value)

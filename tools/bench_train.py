@@ -8,7 +8,8 @@ at the smallest batch that runs (one example per device) on a CPU, or at the pap
 bfloat16 on a GPU. The step runs over every visible device on random in-memory batches: the input pipeline is
 left out (`tools/bench_pipeline.py` measures it). Times: the state initialisation (compilation and run), the
 ahead-of-time `lower().compile()` of the train step, then the timed steps. On a CPU the RT step takes minutes,
-so only `--rt-steps` steps (1 by default) are timed after a warm-up step.
+so only `--rt-steps` steps (1 by default) are timed after a warm-up step, and `--rt-segment` can shorten the
+crop (a CPU run at the paper's 3 s takes over an hour to compile and run; the per-sample cost is close to linear).
 
 Prints a table, writes JSON (`--json`), and ends with the line
 `tiny_steps_per_s=X tiny_examples_per_s=X rt_steps_per_s=X rt_batch=N`.
@@ -85,6 +86,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--tiny-steps', type=int, default=10, help='timed cpu_tiny steps after the warm-up step')
   parser.add_argument('--rt-steps', type=int, default=1, help='timed RT steps after the warm-up step')
+  parser.add_argument('--rt-segment', type=int, default=0,
+                      help="RT crop length in samples, a multiple of 128 (default: the config's 3 s)")
   parser.add_argument('--skip-rt', action='store_true', help='only the cpu_tiny case')
   parser.add_argument('--json', default='bench_train.json', help='where to write the results')
   args = parser.parse_args()
@@ -94,9 +97,10 @@ def main() -> None:
   if not args.skip_rt:
     # On a CPU the smallest batch: one example per device.
     settings = [(32, 'float32'), (32, 'bfloat16')] if jax.default_backend() == 'gpu' else [(devices, 'float32')]
+    segment = [f'data.segment={args.rt_segment}'] if args.rt_segment else []
     for batch, dtype in settings:
-      rows.append(bench_case(f'rt_{dtype}', 'diffdmx_rt', [f'train.batch_size={batch}', f"model.dtype='{dtype}'"],
-                             args.rt_steps))
+      overrides = [f'train.batch_size={batch}', f"model.dtype='{dtype}'", *segment]
+      rows.append(bench_case(f'rt_{dtype}', 'diffdmx_rt', overrides, args.rt_steps))
   machine = {'backend': jax.default_backend(), 'devices': [str(d) for d in jax.devices()],
              'processor': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count()}
   results = json.dumps({'machine': machine, 'rows': rows}, indent=2)
