@@ -83,7 +83,7 @@ def main() -> None:
   parser.add_argument('--workdir', type=pathlib.Path, default=pathlib.Path('runs/pretrained'))
   parser.add_argument('--data-dir', type=pathlib.Path, default=pathlib.Path('data_cache/pretrained'))
   parser.add_argument('--num-songs', type=int, default=96, help='synthetic songs (the last tenth are held out).')
-  parser.add_argument('--mir1k-clips', type=int, default=12, help='MIR-1K dev clips to evaluate on.')
+  parser.add_argument('--mir1k-clips', type=int, default=78, help='MIR-1K dev clips to evaluate on (78: all).')
   args = parser.parse_args()
   demo.request_host_devices()
 
