@@ -6,17 +6,14 @@ import pathlib
 import subprocess
 import sys
 
-import flax.serialization
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+import random_models
 import soundfile as sf
 
 from diffvox_jax import baselines, evaluate, metrics, results
 from diffvox_jax.config import load_config
 from diffvox_jax.data import builders, pipeline
-from diffvox_jax.models import build_model
 from diffvox_jax.train import checkpoint as checkpoint_lib
 
 RATE = 8000
@@ -30,17 +27,8 @@ CLIPS = ('Ani_1_01', 'Ani_2_01')
 
 
 def write_mini_checkpoint(folder: pathlib.Path) -> pathlib.Path:
-  """An exported miniature mono model (mono: BSS Eval costs a third of stereo): random parameters with the
-  model's shapes (`eval_shape`: nothing compiles)."""
-  config = load_config('cpu_tiny', MINI_OVERRIDES)
-  audio = jax.ShapeDtypeStruct((1, 1024, 1), jnp.float32)
-  shapes = jax.eval_shape(build_model(config).init, jax.random.key(0), audio,
-                          jax.ShapeDtypeStruct((1,), jnp.float32), audio)['params']
-  rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda s: rng.normal(0, 0.05, s.shape).astype(s.dtype), shapes)
-  checkpoint_lib.write_atomically(folder / checkpoint_lib.PARAMS_FILE, flax.serialization.msgpack_serialize(params))
-  checkpoint_lib.save_config(folder, config)
-  return folder
+  """An exported miniature mono model (mono: BSS Eval costs a third of stereo) with random parameters."""
+  return random_models.write_random_checkpoint(folder, load_config('cpu_tiny', MINI_OVERRIDES))
 
 
 @pytest.fixture(scope='session')

@@ -8,16 +8,14 @@ import subprocess
 import sys
 import tracemalloc
 
-import flax.serialization
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+import random_models
 import soundfile as sf
 
 from diffvox_jax import separate
 from diffvox_jax.config import load_config
-from diffvox_jax.models import build_model
 from diffvox_jax.train import checkpoint as checkpoint_lib
 
 RATE = 8000
@@ -174,17 +172,8 @@ def test_long_files_stream_at_flat_memory(tmp_path):
 
 
 def _mini_checkpoint(folder: pathlib.Path) -> pathlib.Path:
-  """An exported miniature model (random parameters; shapes from `eval_shape`, so nothing compiles)."""
-  config = load_config('cpu_tiny', MINI_OVERRIDES)
-  audio = jax.ShapeDtypeStruct((1, 1024, 2), jnp.float32)
-  shapes = jax.eval_shape(build_model(config).init, jax.random.key(0), audio,
-                          jax.ShapeDtypeStruct((1,), jnp.float32), audio)['params']
-  rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda s: rng.normal(0, 0.05, s.shape).astype(s.dtype), shapes)
-  folder.mkdir()
-  (folder / checkpoint_lib.PARAMS_FILE).write_bytes(flax.serialization.msgpack_serialize(params))
-  checkpoint_lib.save_config(folder, config)
-  return folder
+  """An exported miniature model with random parameters."""
+  return random_models.write_random_checkpoint(folder, load_config('cpu_tiny', MINI_OVERRIDES))
 
 
 def test_separate_command_end_to_end_with_bad_inputs(tmp_path):
