@@ -49,6 +49,18 @@ def get_config() -> ml_collections.ConfigDict:
   augment.pitch_semitones = 2  # [?] shift drawn from {-n..n} \ {0}, applied to all stems together.
 
   config.model = model = ml_collections.ConfigDict()
+  # 'waveform': the paper's 1-D U-Nets (below). 'spectral': a recurrent mask network over STFT frames as the
+  # conditioner and a recurrent STFT-domain generator (diffvox_jax/models/spectral.py). 'mask': that conditioner
+  # alone, the Open-Unmix-style discriminative baseline (sampler.steps must be 0).
+  model.kind = 'waveform'
+  model.spectral = spectral = ml_collections.ConfigDict()
+  spectral.n_fft = 1024  # [?] Open-Unmix's at 16 kHz; a multiple of hop.
+  spectral.hop = 256  # audio lengths must be multiples of it (it replaces prod(factors)).
+  spectral.hidden = 256  # BLSTM width (both directions) and frame-feature width of the conditioner.
+  spectral.layers = 3  # conditioner BLSTM layers (Open-Unmix: 3).
+  spectral.generator_hidden = 256
+  spectral.generator_layers = 2
+  spectral.fourier_features = 64  # random Fourier features of sigma in the generator.
   model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   model.attention_impl = 'auto'  # 'auto' | 'xla' | 'cudnn' | 'blockwise' (memory-efficient, any device).
   model.attention_block = 1024  # query block length of the blockwise attention.
@@ -88,6 +100,10 @@ def get_config() -> ml_collections.ConfigDict:
   diffusion.v_weight = 1.0  # [C] L_diff.
   diffusion.latent_weight = 1.0  # [?] weight of L_lat (Eq. 11).
   diffusion.reconstruction_weight = 1.0  # [?] weight of L_rec (Eq. 12).
+  # [C] 'uniform': the paper's plain v-MSE, which weights the x0 error by 1 + SNR. 'min_snr': Min-SNR-gamma
+  # (Hang et al., 2023), x0 error weighted by min(SNR, gamma), i.e. v-MSE times min(SNR, gamma) / (1 + SNR).
+  diffusion.loss_weighting = 'uniform'
+  diffusion.min_snr_gamma = 5.0
   # [?] The network works on audio multiplied by data_scale: mixture and vocals in training (so the losses are in
   # those units), mixture and initial estimate in sampling, whose result is divided by it. 1.0 is the paper's raw
   # waveform; vocals near 0.05 RMS then sit below the noise at almost every training sigma, so small, briefly
@@ -95,13 +111,14 @@ def get_config() -> ml_collections.ConfigDict:
   diffusion.data_scale = 1.0
 
   config.sampler = sampler = ml_collections.ConfigDict()
-  sampler.steps = 50  # [C] T, the number of network evaluations (headline results).
+  sampler.steps = 50  # [C] T, the number of network evaluations (headline results); 0 = the direct estimate (H_128).
   sampler.schedule = 'linear'  # [I] sigma = linspace(1, 0, T + 1); also 'cosine', 'edm'.
   sampler.eta = 0.4  # [C] best setting of Table 2.
   sampler.cutoff_hz = 5000.0  # [C] best setting of Table 2; 0 = white refinement noise.
   sampler.filter_order = 4  # [C] Butterworth order.
   sampler.num_samples = 1  # samples per chunk, averaged.
-  sampler.sigma_start = 1.0  # < 1 refines an existing estimate from that noise level.
+  sampler.sigma_start = 1.0  # < 1 refines an existing estimate from that noise level ...
+  sampler.start = 'noise'  # ... 'direct': the conditioner's own estimate (H_128); 'noise': one passed in (--refine).
   sampler.chunk = 131072  # [C] 3 s chunks (2**17 samples at 44.1 kHz) ...
   sampler.overlap = 0.2  # [C] ... with 20% overlap-add.
   sampler.batch_size = 4  # chunks per sampler call.
@@ -116,6 +133,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.keep_checkpoints = 3
   train.eval_every = 5000
   train.eval_batches = 8
+  train.eval_audio_clips = 2  # validation crops separated every eval_every steps (TensorBoard audio, best/); 0 = off.
   train.distributed = False  # call jax.distributed.initialize() (multi-host TPU pods / GPU clusters).
 
   config.optim = optim = ml_collections.ConfigDict()

@@ -16,6 +16,9 @@ DTYPES = ('float32', 'bfloat16')
 SCHEDULES = ('linear', 'cosine', 'edm')
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'blockwise')
 LATENT_TAPS = ('before_transformer', 'after_transformer')
+MODEL_KINDS = ('waveform', 'spectral', 'mask')
+SAMPLER_STARTS = ('noise', 'direct')
+LOSS_WEIGHTINGS = ('uniform', 'min_snr')
 
 
 class ConfigError(ValueError):
@@ -83,12 +86,17 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 
 
 def total_downsampling(config: ml_collections.ConfigDict) -> int:
+  """What every audio length must be a multiple of: prod(factors) for the U-Nets, the STFT hop for the spectral
+  kinds."""
+  if config.model.get('kind', 'waveform') != 'waveform':
+    return int(config.model.spectral.hop)
   return math.prod(config.model.factors)
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks the invariants the code relies on; raises `ConfigError` naming the field."""
   model, gen, cond = config.model, config.model.generator, config.model.conditioner
+  kind = model.get('kind', 'waveform')
   levels = len(model.factors)
   if levels == 0 or any(int(f) < 1 for f in model.factors):
     raise ConfigError(f'model.factors must be positive integers, got {model.factors}')
@@ -111,14 +119,25 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ConfigError(f'model.{name}.channels={channels} is not divisible by model.{name}.groups={groups}')
   if cond.transformer_layers and cond.transformer_dim % cond.transformer_heads:
     raise ConfigError('model.conditioner.transformer_dim must be divisible by transformer_heads')
-  validate_model_details(model)
+  if kind not in MODEL_KINDS:
+    raise ConfigError(f'model.kind={kind!r} is not one of {MODEL_KINDS}')
+  if kind == 'waveform':
+    validate_model_details(model)
+  else:
+    validate_spectral(model.spectral)
   if not config.diffusion.get('data_scale', 1.0) > 0:  # absent from configs saved before the field: 1.0
     raise ConfigError(f'diffusion.data_scale={config.diffusion.data_scale} must be positive')
   sampler = config.sampler
   if sampler.schedule not in SCHEDULES:
     raise ConfigError(f'sampler.schedule={sampler.schedule!r} is not one of {SCHEDULES}')
-  if sampler.steps < 1:
-    raise ConfigError(f'sampler.steps={sampler.steps} must be at least 1')
+  if sampler.steps < 0 or (kind == 'mask' and sampler.steps):
+    raise ConfigError(f'sampler.steps={sampler.steps} must be at least 0 (and 0 for model.kind=mask, which has no '
+                      'generator)')
+  if sampler.get('start', 'noise') not in SAMPLER_STARTS:
+    raise ConfigError(f'sampler.start={sampler.start!r} is not one of {SAMPLER_STARTS}')
+  if config.diffusion.get('loss_weighting', 'uniform') not in LOSS_WEIGHTINGS:
+    raise ConfigError(f'diffusion.loss_weighting={config.diffusion.loss_weighting!r} is not one of '
+                      f'{LOSS_WEIGHTINGS}')
   if not 0.0 <= sampler.eta <= 1.0:
     raise ConfigError(f'sampler.eta={sampler.eta} must lie in [0, 1]')
   if not 0.0 <= sampler.cutoff_hz < config.data.sample_rate / 2:
@@ -156,6 +175,19 @@ def validate_model_details(model: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'model.conditioner.latent_tap={cond.latent_tap!r} is not one of {LATENT_TAPS}')
   if cond.transformer_layers and (cond.transformer_dim // cond.transformer_heads) % 2:
     raise ConfigError('model.conditioner.transformer_dim / transformer_heads must be even (rotary embeddings)')
+
+
+def validate_spectral(spectral: ml_collections.ConfigDict) -> None:
+  """The spectral kinds' fields: STFT geometry and widths."""
+  if spectral.hop < 1 or spectral.n_fft < spectral.hop or spectral.n_fft % spectral.hop:
+    raise ConfigError(f'model.spectral.n_fft={spectral.n_fft} must be a positive multiple of hop={spectral.hop}')
+  for name in ('hidden', 'generator_hidden'):
+    if spectral[name] < 2 or spectral[name] % 2:
+      raise ConfigError(f'model.spectral.{name}={spectral[name]} must be even (two LSTM directions)')
+  if min(spectral.layers, spectral.generator_layers) < 1:
+    raise ConfigError('model.spectral.layers and generator_layers must be at least 1')
+  if spectral.fourier_features < 2 or spectral.fourier_features % 2:
+    raise ConfigError(f'model.spectral.fourier_features={spectral.fourier_features} must be even')
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -62,15 +62,38 @@ def squared_error_per_sample(target: jax.Array, estimate: jax.Array) -> jax.Arra
   return jnp.mean(jnp.sum(error, axis=-1))
 
 
-def loss_terms(v_hat: jax.Array, v_true: jax.Array, vocals: jax.Array, latent_estimate: jax.Array,
+def loss_weight(sigma: jax.Array, weighting: str = 'uniform', gamma: float = 5.0) -> jax.Array:
+  """Per-example weight `(batch,)` of the v squared error.
+
+  'uniform' is the paper's v-MSE (1 everywhere: the x0 error counts 1 + SNR times, SNR = alpha^2 / beta^2).
+  'min_snr' is Min-SNR-gamma (Hang et al., 2023): min(SNR, gamma) / (1 + SNR), so the x0 error counts
+  min(SNR, gamma) times and the nearly clean steps no longer dominate.
+  """
+  if weighting == 'uniform':
+    return jnp.ones_like(sigma, jnp.float32)
+  if weighting != 'min_snr':
+    raise ValueError(f'unknown loss weighting {weighting!r}')
+  alpha, beta = alpha_beta(sigma.astype(jnp.float32))
+  snr = alpha ** 2 / jnp.maximum(beta ** 2, 1e-12)
+  return jnp.minimum(snr, gamma) / (1.0 + snr)
+
+
+def loss_terms(v_hat: jax.Array | None, v_true: jax.Array, vocals: jax.Array, latent_estimate: jax.Array | None,
                reconstruction_estimate: jax.Array, *, v_weight: float = 1.0, latent_weight: float = 1.0,
-               reconstruction_weight: float = 1.0) -> LossTerms:
+               reconstruction_weight: float = 1.0, example_weight: jax.Array | None = None) -> LossTerms:
   """L = w_v * L_diff + w_lat * L_lat + w_rec * L_rec; all arrays (batch, time, channels).
 
-  L_diff is the mean squared error over every element (audio-diffusion-pytorch's `mse_loss`).
+  L_diff is the mean squared error over every element (audio-diffusion-pytorch's `mse_loss`), each example's
+  error multiplied by `example_weight` `(batch,)` when given (`loss_weight`). A term whose estimate is None (the
+  mask baseline has no generator, the spectral models no latent head) is 0.
   """
-  v_mse = jnp.mean((v_hat.astype(jnp.float32) - v_true.astype(jnp.float32)) ** 2)
-  latent_mse = squared_error_per_sample(vocals, latent_estimate)
+  zero = jnp.zeros((), jnp.float32)
+  if v_hat is None:
+    v_mse = zero
+  else:
+    error = jnp.mean((v_hat.astype(jnp.float32) - v_true.astype(jnp.float32)) ** 2, axis=(1, 2))
+    v_mse = jnp.mean(error if example_weight is None else error * example_weight)
+  latent_mse = zero if latent_estimate is None else squared_error_per_sample(vocals, latent_estimate)
   reconstruction_mse = squared_error_per_sample(vocals, reconstruction_estimate)
   total = v_weight * v_mse + latent_weight * latent_mse + reconstruction_weight * reconstruction_mse
   return LossTerms(total, v_mse, latent_mse, reconstruction_mse)

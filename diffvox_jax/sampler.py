@@ -3,7 +3,9 @@
 One call maps mixture chunks `(batch, time, channels)` to vocal estimates of the same shape:
 
 1. the conditioner runs once per chunk; its features are repeated for the `num_samples` ensemble members;
-2. the state starts as white noise at sigma = 1, or (refinement) as an existing estimate noised to `sigma_start`;
+2. the state starts as white noise at sigma = 1, or (refinement) as an estimate noised to `sigma_start`: one
+   passed in (`start='noise'`, `initial`) or the conditioner's own direct estimate (`start='direct'`);
+   `steps=0` returns that direct estimate without running the generator;
 3. one `jax.lax.scan` over the static sigma grid runs the generator `steps` times. Step i, from sigma_i to
    sigma_{i+1} (alpha, beta = cos, sin of pi sigma / 2), is Eqs. 4 to 7 and 10:
 
@@ -45,10 +47,13 @@ class Network(NamedTuple):
 
   condition: `(params, mixture (batch, time, channels)) -> features`, run once per chunk.
   denoise: `(params, x_sigma (batch, time, channels), sigma (batch,), features) -> v_hat (batch, time, channels)`.
+  estimate: `(params, mixture) -> (features, direct estimate (batch, time, channels))`: the conditioner with its
+    own one-pass estimate (H_128), for `steps=0` and `start='direct'`; None where the network has none.
   """
 
   condition: Callable[[Params, jax.Array], Features]
   denoise: Callable[[Params, jax.Array, jax.Array, Features], jax.Array]
+  estimate: Callable[[Params, jax.Array], tuple[Features, jax.Array]] | None = None
 
 
 def model_network(model) -> Network:
@@ -60,7 +65,11 @@ def model_network(model) -> Network:
   def denoise(params: Params, x_sigma: jax.Array, sigma: jax.Array, features: Features) -> jax.Array:
     return model.apply({'params': params}, x_sigma, sigma, features, method='denoise')
 
-  return Network(condition, denoise)
+  def estimate(params: Params, mixture: jax.Array) -> tuple[Features, jax.Array]:
+    conditioning = model.apply({'params': params}, mixture, method='condition')
+    return conditioning.features, conditioning.reconstruction_estimate
+
+  return Network(condition, denoise, estimate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +77,7 @@ class SamplerSettings:
   """Static sampler configuration (hashable: one compilation per distinct value).
 
   Attributes:
-    steps: T, the number of generator evaluations.
+    steps: T, the number of generator evaluations; 0 returns the conditioner's direct estimate (no generator).
     schedule: sigma grid name from `schedules.SCHEDULES`.
     eta: stochasticity in [0, 1]; 0 is deterministic DDIM.
     cutoff_hz: Butterworth high-pass cut-off of the refinement noise; 0 means white noise.
@@ -76,6 +85,7 @@ class SamplerSettings:
     sample_rate: rate of the audio in Hz (places the cut-off).
     num_samples: ensemble members per chunk, averaged.
     sigma_start: first noise level; below 1 an initial estimate is refined instead of sampling from noise.
+    start: where that estimate comes from: 'noise' (passed in as `initial`) or 'direct' (the conditioner's own).
     data_scale: the network's audio units (`config.diffusion.data_scale`): mixture and initial estimate are
       multiplied by it, the result divided by it.
   """
@@ -88,11 +98,16 @@ class SamplerSettings:
   sample_rate: int = 44100
   num_samples: int = 1
   sigma_start: float = 1.0
+  start: str = 'noise'
   data_scale: float = 1.0
 
   def __post_init__(self):
-    if self.steps < 1:
-      raise ValueError(f'steps={self.steps} must be at least 1')
+    if self.steps < 0:
+      raise ValueError(f'steps={self.steps} must be at least 0')
+    if self.start not in ('noise', 'direct'):
+      raise ValueError(f"start={self.start!r} is not 'noise' or 'direct'")
+    if self.start == 'direct' and self.steps and self.sigma_start >= 1.0:
+      raise ValueError("start='direct' refines the direct estimate: it needs sigma_start < 1")
     if self.schedule not in schedules.SCHEDULES:
       raise ValueError(f'schedule={self.schedule!r} is not one of {sorted(schedules.SCHEDULES)}')
     if not 0.0 <= self.eta <= 1.0:
@@ -115,14 +130,20 @@ class SamplerSettings:
     fields = dict(steps=int(sampler.steps), schedule=str(sampler.schedule), eta=float(sampler.eta),
                   cutoff_hz=float(sampler.cutoff_hz), filter_order=int(sampler.filter_order),
                   sample_rate=int(config.data.sample_rate), num_samples=int(sampler.num_samples),
-                  sigma_start=float(sampler.sigma_start), data_scale=float(config.diffusion.get('data_scale', 1.0)))
+                  sigma_start=float(sampler.sigma_start), start=str(sampler.get('start', 'noise')),
+                  data_scale=float(config.diffusion.get('data_scale', 1.0)))
     fields.update(overrides)
     return cls(**fields)
 
   @property
   def refines(self) -> bool:
-    """True when sampling starts from an existing estimate (sigma_start < 1)."""
-    return self.sigma_start < 1.0
+    """True when sampling starts from an estimate passed in (sigma_start < 1 with start 'noise')."""
+    return self.sigma_start < 1.0 and self.start == 'noise' and self.steps > 0
+
+  @property
+  def uses_direct_estimate(self) -> bool:
+    """True when the conditioner's own estimate is the result (steps 0) or the starting point."""
+    return self.steps == 0 or self.start == 'direct'
 
   def sigmas(self) -> np.ndarray:
     """The sigma grid, float64 `(steps + 1,)`, from sigma_start down to 0."""
@@ -187,11 +208,7 @@ def _initial_state(settings: SamplerSettings, keys: jax.Array, shape: tuple[int,
   """x at sigma_start: white noise, or the repeated initial estimate noised by Eq. 1 for refinement."""
   start_noise = _noise(keys, 0, shape, None)
   if initial is None:
-    if settings.refines:
-      raise ValueError(f'sigma_start={settings.sigma_start} < 1 refines an estimate: pass `initial`')
     return start_noise
-  if not settings.refines:
-    raise ValueError('an initial estimate needs sigma_start < 1 (at sigma = 1 it would be ignored)')
   initial = _repeat_members(initial.astype(jnp.float32) * settings.data_scale, settings.num_samples)
   sigma = jnp.full((initial.shape[0],), settings.sigma_start, jnp.float32)
   return diffusion.add_noise(initial, start_noise, sigma)
@@ -220,11 +237,36 @@ class Prepared(NamedTuple):
   coefficients: StepCoefficients  # float32 arrays `(steps,)`.
 
 
+def _check_initial(settings: SamplerSettings, initial: jax.Array | None) -> None:
+  if settings.refines and initial is None:
+    raise ValueError(f'sigma_start={settings.sigma_start} < 1 refines an estimate: pass `initial`')
+  if initial is not None and not settings.refines:
+    raise ValueError("an initial estimate needs sigma_start < 1 and start='noise' (otherwise it would be ignored)")
+
+
+def condition(network: Network, settings: SamplerSettings, params: Params,
+              mixture: jax.Array) -> tuple[Features, jax.Array | None]:
+  """Runs the conditioner once: (features, the direct estimate `(batch, time, channels)` in audio units, or None
+  when the settings do not use it)."""
+  scaled = mixture * settings.data_scale
+  if not settings.uses_direct_estimate:
+    return network.condition(params, scaled), None
+  if network.estimate is None:
+    raise ValueError('this network has no direct estimate (steps=0 and start="direct" need one)')
+  features, direct = network.estimate(params, scaled)
+  return features, direct.astype(jnp.float32) / settings.data_scale
+
+
 def prepare(network: Network, settings: SamplerSettings, params: Params, mixture: jax.Array, rng: jax.Array,
             initial: jax.Array | None = None) -> Prepared:
-  """Runs the conditioner once on `mixture (batch, time, channels)` and builds the state at sigma_start."""
+  """Runs the conditioner once on `mixture (batch, time, channels)` and builds the state at sigma_start (from
+  `initial`, or from the direct estimate with start='direct')."""
+  _check_initial(settings, initial)
   batch, length, channels = mixture.shape
-  features = _repeat_members(network.condition(params, mixture * settings.data_scale), settings.num_samples)
+  features, direct = condition(network, settings, params, mixture)
+  if settings.start == 'direct':
+    initial = direct
+  features = _repeat_members(features, settings.num_samples)
   keys = _member_keys(rng, batch, settings.num_samples)
   x = _initial_state(settings, keys, (length, channels), initial)
   coefficients = step_coefficients(settings.sigmas(), settings.eta)
@@ -253,8 +295,12 @@ def sample(network: Network, settings: SamplerSettings, params: Params, mixture:
 
   Returns:
     `(batch, time, channels)` float32, the mean over `settings.num_samples` members, and with `return_samples`
-    also the members `(batch, num_samples, time, channels)`.
+    also the members `(batch, num_samples, time, channels)`. With `steps=0`: the direct estimate (one member).
   """
+  if settings.steps == 0:
+    _check_initial(settings, initial)
+    direct = condition(network, settings, params, mixture)[1]
+    return (direct, direct[:, None]) if return_samples else direct
   prepared = prepare(network, settings, params, mixture, rng, initial)
   gain = settings.noise_gain(mixture.shape[1])
 

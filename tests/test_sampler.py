@@ -257,7 +257,41 @@ def test_settings_from_config_and_validation():
   assert settings == SamplerSettings(steps=20, schedule='linear', eta=0.2, cutoff_hz=5000.0, filter_order=4,
                                      sample_rate=22050, num_samples=1, sigma_start=1.0)
   assert hash(settings) == hash(SamplerSettings.from_config(config, eta=0.2))
-  for bad in ({'steps': 0}, {'eta': 1.5}, {'schedule': 'nope'}, {'cutoff_hz': 4000.0}, {'num_samples': 0},
+  for bad in ({'steps': -1}, {'start': 'direct'}, {'start': 'elsewhere', 'sigma_start': 0.5}, {'eta': 1.5},
+              {'schedule': 'nope'}, {'cutoff_hz': 4000.0}, {'num_samples': 0},
               {'sigma_start': 0.0}):
     with pytest.raises(ValueError):
       _settings(**bad)
+
+
+def _direct_network(direct_scale: float = 0.6) -> Network:
+  """The oracle network (features = the true x0) with a direct estimate `direct_scale * x0`."""
+  oracle = _oracle_network()
+  return Network(oracle.condition, oracle.denoise, lambda params, x0: (x0, direct_scale * x0))
+
+
+def test_zero_steps_return_the_direct_estimate_without_the_generator():
+  def denoise(params, x, sigma, features):
+    raise AssertionError('steps=0 must not run the generator')
+
+  network = Network(lambda p, m: m, denoise, lambda params, mixture: (mixture, 0.25 * mixture))
+  x0 = _signal()
+  mean, members = _run(network, _settings(steps=0, num_samples=3), {}, x0, return_samples=True)
+  np.testing.assert_allclose(mean, 0.25 * x0, atol=1e-7)
+  assert members.shape == (BATCH, 1, LENGTH, CHANNELS)
+  scaled = _run(network, _settings(steps=0, data_scale=10.0), {}, x0)  # the estimate comes back in audio units.
+  np.testing.assert_allclose(scaled, 0.25 * x0, atol=1e-6)
+
+
+def test_start_direct_refines_the_conditioners_own_estimate():
+  x0 = _signal()
+  settings = _settings(steps=4, sigma_start=0.5, start='direct', eta=0.3)
+  # The oracle generator recovers x0 from any start; the start must be the direct estimate noised to sigma 0.5.
+  np.testing.assert_allclose(_run(_direct_network(), settings, {}, x0), x0, atol=2e-5)
+  prepared = sampler.prepare(_direct_network(0.6), settings, {}, x0, jax.random.key(0))
+  noise0 = sampler.prepare(_direct_network(0.0), settings, {}, x0, jax.random.key(0)).x / np.sin(np.pi / 4)
+  np.testing.assert_allclose(prepared.x, np.cos(np.pi / 4) * 0.6 * x0 + np.sin(np.pi / 4) * noise0, atol=1e-5)
+  with pytest.raises(ValueError, match='no direct estimate'):
+    _run(_oracle_network(), settings, {}, x0)
+  with pytest.raises(ValueError, match="start='noise'"):
+    _run(_direct_network(), settings, {}, x0, initial=x0)

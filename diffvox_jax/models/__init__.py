@@ -39,18 +39,32 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from diffvox_jax import config as config_lib
 from diffvox_jax.models.conditioner import ConditionerSpec
 from diffvox_jax.models.diffdmx import Conditioning, DiffDMX
 from diffvox_jax.models.generator import GeneratorSpec
+from diffvox_jax.models.spectral import SpectralDiffDMX, SpectralSpec
 
-__all__ = ['Conditioning', 'DiffDMX', 'build_model', 'parameter_counts']
+__all__ = ['Conditioning', 'DiffDMX', 'SpectralDiffDMX', 'build_model', 'model_kind', 'parameter_counts']
 
 PARTS = {'generator': ('generator',), 'conditioner': ('conditioner',),
          'aux_heads': ('latent_head', 'reconstruction_head')}
 
 
-def build_model(config: ml_collections.ConfigDict) -> DiffDMX:
-  """The Diff-DMX Flax module for a (validated) config; see the module docstring for how to call it."""
+def model_kind(config: ml_collections.ConfigDict) -> str:
+  """`config.model.kind`: 'waveform' (the paper's U-Nets; configs saved before the field), 'spectral' or 'mask'."""
+  return config.model.get('kind', 'waveform')
+
+
+def build_model(config: ml_collections.ConfigDict) -> DiffDMX | SpectralDiffDMX:
+  """The Flax module of a (validated) config; see the module docstring for how to call it.
+
+  'waveform' is the paper's Diff-DMX; 'spectral' its spectral variant and 'mask' that variant's conditioner alone,
+  the discriminative baseline (`models/spectral.py`).
+  """
+  kind = model_kind(config)
+  if kind != 'waveform':
+    return SpectralDiffDMX(SpectralSpec.from_config(config), with_generator=kind == 'spectral')
   return DiffDMX(GeneratorSpec.from_config(config), ConditionerSpec.from_config(config),
                  dtype=jnp.dtype(config.model.dtype))
 
@@ -64,13 +78,14 @@ def parameter_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
 
   Returns:
     `{'generator': n, 'conditioner': n, 'aux_heads': n, 'total': n}`; the generator includes its
-    injection layers, the conditioner includes its transformer.
+    injection layers, the conditioner includes its transformer. The spectral kinds have no aux heads (0) and
+    the 'mask' kind no generator (0).
   """
   model = build_model(config)
-  hop = math.prod(config.model.factors)
+  hop = config_lib.total_downsampling(config)
   audio = jax.ShapeDtypeStruct((1, hop, config.data.channels), jnp.float32)
   sigma = jax.ShapeDtypeStruct((1,), jnp.float32)
   params = jax.eval_shape(model.init, jax.random.key(0), audio, sigma, audio)['params']
-  counts = {part: sum(_count(params[name]) for name in names) for part, names in PARTS.items()}
+  counts = {part: sum(_count(params.get(name, {})) for name in names) for part, names in PARTS.items()}
   counts['total'] = _count(params)
   return counts

@@ -25,13 +25,14 @@ class Conditioning(NamedTuple):
   Attributes:
     features: one entry per level, `(batch, time / prod(factors[:i]), c_i)` where the generator injects it,
       else None. Depends only on the mixture: compute it once per chunk and reuse it for every sampler step.
-    latent_estimate: `(batch, time, channels)` float32, head H_2048 on the bottleneck (Eq. 11).
+    latent_estimate: `(batch, time, channels)` float32, head H_2048 on the bottleneck (Eq. 11); None for the
+      spectral models, which have no bottleneck.
     reconstruction_estimate: `(batch, time, channels)` float32, head H_128 on the full-resolution decoder output
       (Eq. 12).
   """
 
   features: tuple[jax.Array | None, ...]
-  latent_estimate: jax.Array
+  latent_estimate: jax.Array | None
   reconstruction_estimate: jax.Array
 
 

@@ -22,7 +22,7 @@ from tensorboardX import SummaryWriter
 
 from diffvox_jax import config as config_lib
 from diffvox_jax.train import checkpoint as checkpoint_lib
-from diffvox_jax.train import parallel
+from diffvox_jax.train import parallel, validation
 from diffvox_jax.train.state import TrainState
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -277,6 +277,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   eval_step = parallel.make_parallel_eval_step(model, config, mesh)
   eval_batches = [parallel.shard_batch({k: b[k] for k in ('vocals', 'mixture')}, mesh) for b in eval_data or ()]
   reporter = Reporter(config, workdir, step)
+  validator = (validation.ValidationSeparation(model, config, eval_data[0], workdir)
+               if eval_data and train.get('eval_audio_clips', 2) > 0 else None)
   pending: tuple[int, dict[str, jax.Array]] | None = None  # the last dispatch, not yet reported
 
   def report_pending() -> None:
@@ -313,6 +315,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             values = evaluate(eval_step, params, eval_batches, eval_rng)
             announce(f'step {step} {prefix}: ' + ' '.join(f'{k}={v:.4f}' for k, v in sorted(values.items())))
             reporter.scalars({f'{prefix}/{name}': value for name, value in values.items()}, step)
+          if validator is not None:
+            usdr = validator(step, state.ema_params, reporter.writer)
+            announce(f'step {step} eval_ema: separation_usdr={usdr:.2f} dB (best {validator.best:.2f} dB)')
         if received:
           raise TrainingInterrupted(received, step)
       report_pending()

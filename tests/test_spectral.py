@@ -1,0 +1,130 @@
+"""The spectral models: the STFT against scipy, the mask baseline's round trip and training, the generator's
+x0 parameterisation, Min-SNR weighting against a float64 formula, and their config checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import signal
+
+from diffvox_jax import diffusion, sampler
+from diffvox_jax.config import ConfigError, load_config
+from diffvox_jax.models import build_model, parameter_counts
+from diffvox_jax.models.spectral import BETA_FLOOR
+from diffvox_jax.models.stft import istft, stft
+from diffvox_jax.train import state as state_lib
+from diffvox_jax.train import step as step_lib
+
+N_FFT, HOP = 256, 64
+
+
+def _audio(batch=2, time=2048, channels=2, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).normal(0, 0.3, (batch, time, channels)), jnp.float32)
+
+
+def _tiny(kind: str, **overrides):
+  config = load_config(f'mir1k_{kind}')
+  config.model.spectral.n_fft, config.model.spectral.hop = N_FFT, HOP
+  config.model.spectral.hidden = config.model.spectral.generator_hidden = 16
+  config.model.spectral.layers = config.model.spectral.generator_layers = 1
+  config.data.segment, config.train.batch_size = 1024, 4
+  config.optim.warmup_steps = 1
+  for key, value in overrides.items():
+    config[key.split('.')[0]][key.split('.')[1]] = value
+  return config
+
+
+def test_stft_matches_scipy_and_inverts_exactly():
+  x = _audio(time=4096)
+  spectrum = stft(x, N_FFT, HOP)
+  assert spectrum.shape == (2, 4096 // HOP + 1, 2, N_FFT // 2 + 1)
+  _, _, reference = signal.stft(np.asarray(x[1, :, 0], np.float64), window='hann', nperseg=N_FFT,
+                                noverlap=N_FFT - HOP, boundary='zeros', padded=False)
+  # scipy divides by the window's sum (N_FFT / 2 for the periodic Hann window).
+  np.testing.assert_allclose(np.asarray(spectrum[1, :, 0]).T, reference * (N_FFT / 2), atol=2e-4)
+  np.testing.assert_allclose(istft(spectrum, N_FFT, HOP, 4096), x, atol=2e-6)
+  with pytest.raises(ValueError, match='multiple of the STFT hop'):
+    stft(x[:, :100], N_FFT, HOP)
+
+
+def test_mask_baseline_with_a_full_mask_returns_the_mixture():
+  config = _tiny('mask', **{'data.channels': 2})  # stereo: channels share the network, each has its own mask.
+  model = build_model(config)
+  mixture = _audio(time=1024)
+  params = model.init(jax.random.key(0), mixture, jnp.ones((2,)), mixture)['params']
+  mask = params['conditioner']['mask']
+  params['conditioner']['mask'] = {'kernel': jnp.zeros_like(mask['kernel']), 'bias': jnp.full_like(mask['bias'], 40.)}
+  v_hat, conditioning = model.apply({'params': params}, mixture, jnp.ones((2,)), mixture)
+  assert v_hat is None and conditioning.latent_estimate is None
+  np.testing.assert_allclose(conditioning.reconstruction_estimate, mixture, atol=3e-6)
+  counts = parameter_counts(config)
+  assert counts['generator'] == 0 and counts['total'] == counts['conditioner'] > 0
+
+
+@pytest.mark.parametrize('kind', ['mask', 'spectral'])
+def test_a_few_train_steps_on_one_batch_lower_the_loss(kind):
+  config = _tiny(kind, **{'optim.peak_lr': 1e-2})
+  model = build_model(config)
+  state = jax.jit(lambda rng: state_lib.create_train_state(model, config, rng))(jax.random.key(0))
+  train_step = jax.jit(step_lib.make_train_step(model, config))
+  time = np.arange(1024)[None, :, None] / 16000
+  phase = np.random.default_rng(1).uniform(0, 2 * np.pi, (4, 1, 1))
+  vocals = (0.1 * np.sin(2 * np.pi * 440 * time + phase)).astype(np.float32)  # a tone a mask can keep ...
+  batch = {'vocals': vocals, 'mixture': vocals + 0.1 * np.sin(2 * np.pi * 3000 * time).astype(np.float32)}  # ...
+  losses = []  # ... apart from a tone it can remove.
+  for _ in range(15):
+    state, metrics = train_step(state, batch, jax.random.key(2))
+    losses.append(float(metrics['reconstruction_mse']))
+  assert losses[-1] < 0.8 * losses[0]
+  assert (float(metrics['v_mse']) > 0) == (kind == 'spectral')
+
+
+def test_the_generators_coefficients_set_its_x0_estimate():
+  """With the head fixed to a = 0, b = 1 (x0_hat = istft(1 * M) = the mixture), Eq. 5 on its v gives the mixture
+  back at every sigma above the floor; with a = 1, b = 0 it gives x_sigma itself."""
+  config = _tiny('spectral')
+  model = build_model(config)
+  x, mixture = _audio(time=1024, channels=1), _audio(time=1024, channels=1, seed=1)
+  sigma = jnp.array([0.3, 0.9])
+  params = model.init(jax.random.key(0), x, sigma, mixture)['params']
+  network = sampler.model_network(model)
+  features, direct = network.estimate(params, mixture)
+  assert direct.shape == mixture.shape
+  head = params['generator']['coefficients']
+  bins = N_FFT // 2 + 1
+  for select, expected in ((2, mixture), (0, x)):  # the b_re block, then the a_re block.
+    bias = jnp.zeros_like(head['bias']).at[select * bins:(select + 1) * bins].set(1.0)
+    params['generator']['coefficients'] = {'kernel': jnp.zeros_like(head['kernel']), 'bias': bias}
+    v_hat = network.denoise(params, x, sigma, features)
+    np.testing.assert_allclose(diffusion.x0_from_v(x, v_hat, sigma), expected, atol=2e-5)
+  assert float(diffusion.alpha_beta(sigma)[1].min()) > BETA_FLOOR
+
+
+def test_min_snr_weighting_against_the_formula():
+  sigma = np.array([0.05, 0.3, 0.5, 0.8, 1.0])
+  alpha, beta = np.cos(np.pi * sigma / 2), np.sin(np.pi * sigma / 2)
+  snr = alpha ** 2 / beta ** 2
+  np.testing.assert_allclose(diffusion.loss_weight(jnp.asarray(sigma, jnp.float32), 'min_snr', 5.0),
+                             np.minimum(snr, 5.0) / (1 + snr), atol=1e-6)
+  np.testing.assert_array_equal(diffusion.loss_weight(jnp.asarray(sigma), 'uniform'), np.ones(5))
+  # The weighted v error equals min(SNR, gamma) times the x0 error of the same estimate.
+  rng = np.random.default_rng(0)
+  x0, noise, v_err = (rng.normal(size=(5, 8, 1)) for _ in range(3))
+  x_sigma = alpha[:, None, None] * x0 + beta[:, None, None] * noise
+  v_true = alpha[:, None, None] * noise - beta[:, None, None] * x0
+  x0_err = x0 - (alpha[:, None, None] * x_sigma - beta[:, None, None] * (v_true + v_err))
+  weighted_v = (np.minimum(snr, 5.0) / (1 + snr)) * np.mean(v_err ** 2, axis=(1, 2))
+  np.testing.assert_allclose(weighted_v, np.minimum(snr, 5.0) * np.mean(x0_err ** 2, axis=(1, 2)), rtol=1e-9)
+
+
+def test_config_checks_for_the_spectral_kinds():
+  with pytest.raises(ConfigError, match='model.kind=mask'):
+    load_config('mir1k_mask', ['--config.sampler.steps=4'])
+  with pytest.raises(ConfigError, match='n_fft'):
+    load_config('mir1k_spectral', ['--config.model.spectral.n_fft=1000'])
+  with pytest.raises(ConfigError, match='data.segment'):
+    load_config('mir1k_spectral', ['--config.data.segment=1000'])
+  with pytest.raises(ConfigError, match='model.kind'):
+    load_config('mir1k_spectral', ['--config.model.kind=image'])
+  with pytest.raises(ConfigError, match='loss_weighting'):
+    load_config('mir1k_spectral', ['--config.diffusion.loss_weighting=snr'])
