@@ -61,6 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
   spectral.generator_hidden = 256
   spectral.generator_layers = 2
   spectral.fourier_features = 64  # random Fourier features of sigma in the generator.
+  spectral.residual = True  # the generator corrects the conditioner's mask (x0_hat starts as the direct estimate).
+  spectral.detach_conditioner = True  # no L_diff gradient into the conditioner (it trains on L_rec alone).
   model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   model.attention_impl = 'auto'  # 'auto' | 'xla' | 'cudnn' | 'blockwise' (memory-efficient, any device).
   model.attention_block = 1024  # query block length of the blockwise attention.

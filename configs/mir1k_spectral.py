@@ -16,6 +16,8 @@ def get_config():
   config.model.kind = 'spectral'
   config.diffusion.v_weight = 1.0
   config.diffusion.loss_weighting = 'min_snr'
+  config.train.num_steps = 2500  # half the baseline's steps: each costs twice as much, so the same wall time.
+  config.train.ema_decay = 0.998  # the baseline's EMA horizon relative to the run's length.
 
   config.sampler.steps = 10
   config.sampler.start = 'direct'

@@ -81,8 +81,9 @@ def test_a_few_train_steps_on_one_batch_lower_the_loss(kind):
 
 def test_the_generators_coefficients_set_its_x0_estimate():
   """With the head fixed to a = 0, b = 1 (x0_hat = istft(1 * M) = the mixture), Eq. 5 on its v gives the mixture
-  back at every sigma above the floor; with a = 1, b = 0 it gives x_sigma itself."""
+  back at every sigma above the floor; with a = 1, b = 0 it gives x_sigma itself (no residual on the mask)."""
   config = _tiny('spectral')
+  config.model.spectral.residual = False
   model = build_model(config)
   x, mixture = _audio(time=1024, channels=1), _audio(time=1024, channels=1, seed=1)
   sigma = jnp.array([0.3, 0.9])
@@ -98,6 +99,25 @@ def test_the_generators_coefficients_set_its_x0_estimate():
     v_hat = network.denoise(params, x, sigma, features)
     np.testing.assert_allclose(diffusion.x0_from_v(x, v_hat, sigma), expected, atol=2e-5)
   assert float(diffusion.alpha_beta(sigma)[1].min()) > BETA_FLOOR
+
+
+def test_the_residual_generator_starts_as_the_direct_estimate_and_leaves_the_conditioner_to_l_rec():
+  config = _tiny('spectral')
+  model = build_model(config)
+  x, mixture = _audio(batch=3, time=1024, channels=1), _audio(batch=3, time=1024, channels=1, seed=1)
+  sigma = jnp.array([0.1, 0.5, 0.95])
+  params = model.init(jax.random.key(0), x, sigma, mixture)['params']
+  network = sampler.model_network(model)
+  features, direct = network.estimate(params, mixture)
+  x0_hat = diffusion.x0_from_v(x, network.denoise(params, x, sigma, features), sigma)  # zero-initialised head
+  np.testing.assert_allclose(x0_hat, direct, atol=2e-5)
+
+  def v_loss(conditioner_params):
+    v_hat, _ = model.apply({'params': {**params, 'conditioner': conditioner_params}}, x, sigma, mixture)
+    return jnp.sum(v_hat ** 2)
+
+  gradients = jax.grad(v_loss)(params['conditioner'])
+  assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(gradients))  # detach_conditioner
 
 
 def test_min_snr_weighting_against_the_formula():

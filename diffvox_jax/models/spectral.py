@@ -50,13 +50,17 @@ class SpectralSpec:
   generator_layers: int
   fourier_features: int
   audio_channels: int
+  residual: bool = True
+  detach_conditioner: bool = True
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SpectralSpec':
     spectral = config.model.spectral
     return cls(n_fft=spectral.n_fft, hop=spectral.hop, hidden=spectral.hidden, layers=spectral.layers,
                generator_hidden=spectral.generator_hidden, generator_layers=spectral.generator_layers,
-               fourier_features=spectral.fourier_features, audio_channels=config.data.channels)
+               fourier_features=spectral.fourier_features, audio_channels=config.data.channels,
+               residual=bool(spectral.get('residual', True)),
+               detach_conditioner=bool(spectral.get('detach_conditioner', True)))
 
   @property
   def bins(self) -> int:
@@ -85,8 +89,8 @@ class BLSTM(nn.Module):
 
 
 class MaskEstimator(nn.Module):
-  """The Open-Unmix-style mask network. Returns (frame features `(batch, frames, hidden)`, estimate
-  `(batch, time, channels)` float32)."""
+  """The Open-Unmix-style mask network. Returns (frame features `(batch, frames, hidden)`, mask
+  `(batch, frames, channels, bins)`, estimate `(batch, time, channels)` float32)."""
 
   spec: SpectralSpec
 
@@ -99,17 +103,18 @@ class MaskEstimator(nn.Module):
     features = nn.relu(nn.LayerNorm(name='features_norm')(nn.Dense(spec.hidden, name='features')(h)))
     mask = nn.sigmoid(nn.Dense(spec.audio_channels * spec.bins, name='mask')(features))
     mask = mask.reshape(spectrum.shape)
-    return features, istft(mask * spectrum, spec.n_fft, spec.hop, mixture.shape[1])
+    return features, mask, istft(mask * spectrum, spec.n_fft, spec.hop, mixture.shape[1])
 
 
 class SpectralGenerator(nn.Module):
-  """Predicts v `(batch, time, channels)` float32 from x_sigma, sigma `(batch,)`, the mixture and the
-  conditioner's frame features `(batch, frames, hidden)`."""
+  """Predicts v `(batch, time, channels)` float32 from x_sigma, sigma `(batch,)`, the mixture, the conditioner's
+  frame features `(batch, frames, hidden)` and its mask `(batch, frames, channels, bins)`."""
 
   spec: SpectralSpec
 
   @nn.compact
-  def __call__(self, x_sigma: jax.Array, sigma: jax.Array, mixture: jax.Array, features: jax.Array) -> jax.Array:
+  def __call__(self, x_sigma: jax.Array, sigma: jax.Array, mixture: jax.Array, features: jax.Array,
+               mask: jax.Array) -> jax.Array:
     spec = self.spec
     time = x_sigma.shape[1]
     noisy, mix = stft(x_sigma, spec.n_fft, spec.hop), stft(mixture, spec.n_fft, spec.hop)
@@ -123,6 +128,8 @@ class SpectralGenerator(nn.Module):
     a_re, a_im, b_re, b_im = jnp.split(coefficients.reshape(noisy.shape[:2] + (4, -1)), 4, axis=2)
     a = jax.lax.complex(a_re, a_im).reshape(noisy.shape)
     b = jax.lax.complex(b_re, b_im).reshape(noisy.shape)
+    if spec.residual:  # b corrects the conditioner's mask: at initialisation x0_hat is the direct estimate.
+      b = b + mask
     x0_hat = istft(a * noisy + b * mix, spec.n_fft, spec.hop, time)
     alpha, beta = diffusion.alpha_beta(sigma)
     alpha, beta = alpha[:, None, None], jnp.maximum(beta, BETA_FLOOR)[:, None, None]
@@ -146,12 +153,15 @@ class SpectralDiffDMX(nn.Module):
       self.generator = SpectralGenerator(self.spec)
 
   def condition(self, mixture: jax.Array) -> Conditioning:
-    features, estimate = self.conditioner(mixture)
-    return Conditioning((features, mixture.astype(jnp.float32)), None, estimate)
+    features, mask, estimate = self.conditioner(mixture)
+    if self.spec.detach_conditioner:  # L_diff then trains the generator only; the conditioner learns from L_rec.
+      features, mask = jax.lax.stop_gradient(features), jax.lax.stop_gradient(mask)
+    return Conditioning((features, mask, mixture.astype(jnp.float32)), None, estimate)
 
-  def denoise(self, x_sigma: jax.Array, sigma: jax.Array, features: tuple[jax.Array, jax.Array]) -> jax.Array:
-    frame_features, mixture = features
-    return self.generator(x_sigma, sigma, mixture, frame_features)
+  def denoise(self, x_sigma: jax.Array, sigma: jax.Array,
+              features: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
+    frame_features, mask, mixture = features
+    return self.generator(x_sigma, sigma, mixture, frame_features, mask)
 
   def __call__(self, x_sigma: jax.Array, sigma: jax.Array, mixture: jax.Array):
     conditioning = self.condition(mixture)
