@@ -106,6 +106,10 @@ def get_config() -> ml_collections.ConfigDict:
   # (Hang et al., 2023), x0 error weighted by min(SNR, gamma), i.e. v-MSE times min(SNR, gamma) / (1 + SNR).
   diffusion.loss_weighting = 'uniform'
   diffusion.min_snr_gamma = 5.0
+  # 'vocals' [C]: the generator diffuses the vocals (the paper). 'residual': it diffuses vocals minus the
+  # conditioner's direct estimate (H_128, gradient stopped), and the sampler adds that estimate back, so sampling
+  # refines the one-pass estimate with training and sampling seeing the same distribution (cf. StoRM, SGMSE).
+  diffusion.target = 'vocals'
   # [?] The network works on audio multiplied by data_scale: mixture and vocals in training (so the losses are in
   # those units), mixture and initial estimate in sampling, whose result is divided by it. 1.0 is the paper's raw
   # waveform; vocals near 0.05 RMS then sit below the noise at almost every training sigma, so small, briefly

@@ -19,6 +19,7 @@ LATENT_TAPS = ('before_transformer', 'after_transformer')
 MODEL_KINDS = ('waveform', 'spectral', 'mask')
 SAMPLER_STARTS = ('noise', 'direct')
 LOSS_WEIGHTINGS = ('uniform', 'min_snr')
+DIFFUSION_TARGETS = ('vocals', 'residual')
 
 
 class ConfigError(ValueError):
@@ -135,6 +136,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       'generator)')
   if sampler.get('start', 'noise') not in SAMPLER_STARTS:
     raise ConfigError(f'sampler.start={sampler.start!r} is not one of {SAMPLER_STARTS}')
+  if config.diffusion.get('target', 'vocals') not in DIFFUSION_TARGETS:
+    raise ConfigError(f'diffusion.target={config.diffusion.target!r} is not one of {DIFFUSION_TARGETS}')
   if config.diffusion.get('loss_weighting', 'uniform') not in LOSS_WEIGHTINGS:
     raise ConfigError(f'diffusion.loss_weighting={config.diffusion.loss_weighting!r} is not one of '
                       f'{LOSS_WEIGHTINGS}')

@@ -85,6 +85,8 @@ class SamplerSettings:
     sample_rate: rate of the audio in Hz (places the cut-off).
     num_samples: ensemble members per chunk, averaged.
     sigma_start: first noise level; below 1 an initial estimate is refined instead of sampling from noise.
+    target: what the generator diffuses: 'vocals', or 'residual' (vocals minus the direct estimate, which is
+      added back at the end; `config.diffusion.target`).
     start: where that estimate comes from: 'noise' (passed in as `initial`) or 'direct' (the conditioner's own).
     data_scale: the network's audio units (`config.diffusion.data_scale`): mixture and initial estimate are
       multiplied by it, the result divided by it.
@@ -99,6 +101,7 @@ class SamplerSettings:
   num_samples: int = 1
   sigma_start: float = 1.0
   start: str = 'noise'
+  target: str = 'vocals'
   data_scale: float = 1.0
 
   def __post_init__(self):
@@ -106,6 +109,8 @@ class SamplerSettings:
       raise ValueError(f'steps={self.steps} must be at least 0')
     if self.start not in ('noise', 'direct'):
       raise ValueError(f"start={self.start!r} is not 'noise' or 'direct'")
+    if self.target not in ('vocals', 'residual'):
+      raise ValueError(f"target={self.target!r} is not 'vocals' or 'residual'")
     if self.start == 'direct' and self.steps and self.sigma_start >= 1.0:
       raise ValueError("start='direct' refines the direct estimate: it needs sigma_start < 1")
     if self.schedule not in schedules.SCHEDULES:
@@ -131,6 +136,7 @@ class SamplerSettings:
                   cutoff_hz=float(sampler.cutoff_hz), filter_order=int(sampler.filter_order),
                   sample_rate=int(config.data.sample_rate), num_samples=int(sampler.num_samples),
                   sigma_start=float(sampler.sigma_start), start=str(sampler.get('start', 'noise')),
+                  target=str(config.diffusion.get('target', 'vocals')),
                   data_scale=float(config.diffusion.get('data_scale', 1.0)))
     fields.update(overrides)
     return cls(**fields)
@@ -143,7 +149,7 @@ class SamplerSettings:
   @property
   def uses_direct_estimate(self) -> bool:
     """True when the conditioner's own estimate is the result (steps 0) or the starting point."""
-    return self.steps == 0 or self.start == 'direct'
+    return self.steps == 0 or self.start == 'direct' or self.target == 'residual'
 
   def sigmas(self) -> np.ndarray:
     """The sigma grid, float64 `(steps + 1,)`, from sigma_start down to 0."""
@@ -235,6 +241,7 @@ class Prepared(NamedTuple):
   keys: jax.Array
   x: jax.Array
   coefficients: StepCoefficients  # float32 arrays `(steps,)`.
+  offset: jax.Array | float  # added to the result: the direct estimate `(batch, time, ch)` for residual targets.
 
 
 def _check_initial(settings: SamplerSettings, initial: jax.Array | None) -> None:
@@ -264,18 +271,27 @@ def prepare(network: Network, settings: SamplerSettings, params: Params, mixture
   _check_initial(settings, initial)
   batch, length, channels = mixture.shape
   features, direct = condition(network, settings, params, mixture)
-  if settings.start == 'direct':
+  offset = 0.0
+  if settings.target == 'residual':  # the state is vocals minus the direct estimate (zero for start='direct').
+    offset = direct
+    initial = None if initial is None and settings.start == 'noise' else (
+        jnp.zeros_like(direct) if settings.start == 'direct' else initial - direct)
+  elif settings.start == 'direct':
     initial = direct
   features = _repeat_members(features, settings.num_samples)
   keys = _member_keys(rng, batch, settings.num_samples)
   x = _initial_state(settings, keys, (length, channels), initial)
   coefficients = step_coefficients(settings.sigmas(), settings.eta)
-  return Prepared(features, keys, x, StepCoefficients(*(jnp.asarray(c, jnp.float32) for c in coefficients)))
+  return Prepared(features, keys, x, StepCoefficients(*(jnp.asarray(c, jnp.float32) for c in coefficients)),
+                  offset)
 
 
-def finish(settings: SamplerSettings, x: jax.Array, return_samples: bool) -> jax.Array | tuple[jax.Array, jax.Array]:
-  """Averages the ensemble: `(batch * K, time, ch)` -> mean `(batch, time, ch)` [, members `(batch, K, time, ch)`]."""
+def finish(settings: SamplerSettings, x: jax.Array, return_samples: bool,
+           offset: jax.Array | float = 0.0) -> jax.Array | tuple[jax.Array, jax.Array]:
+  """Averages the ensemble: `(batch * K, time, ch)` -> mean `(batch, time, ch)` [, members `(batch, K, time, ch)`],
+  in audio units, plus `offset` (audio units, `(batch, time, ch)` or a scalar)."""
   members = x.reshape((-1, settings.num_samples) + x.shape[1:]) / settings.data_scale
+  members = members + (offset[:, None] if jnp.ndim(offset) else offset)
   mean = jnp.mean(members, axis=1)
   return (mean, members) if return_samples else mean
 
@@ -309,7 +325,7 @@ def sample(network: Network, settings: SamplerSettings, params: Params, mixture:
     return ddim_step(network, settings, gain, params, prepared.features, prepared.keys, x, index, coefficients), None
 
   x, _ = jax.lax.scan(body, prepared.x, (jnp.arange(settings.steps), prepared.coefficients))
-  return finish(settings, x, return_samples)
+  return finish(settings, x, return_samples, prepared.offset)
 
 
 @functools.lru_cache(maxsize=32)
@@ -340,4 +356,4 @@ def sample_with_python_loop(network: Network, settings: SamplerSettings, params:
   for index in range(settings.steps):
     coefficients = StepCoefficients(*(c[index] for c in prepared.coefficients))
     x = step(params, prepared.features, prepared.keys, x, jnp.asarray(index), coefficients)
-  return finish(settings, x, return_samples)
+  return finish(settings, x, return_samples, prepared.offset)

@@ -49,6 +49,23 @@ class SeparationError(ValueError):
   """A track that could not be separated; the message is one line naming the file."""
 
 
+def packaged_models() -> list[str]:
+  """Names of the models shipped in the package (`diffvox separate --checkpoint NAME` loads them)."""
+  folder = pathlib.Path(__file__).resolve().parent / 'pretrained'
+  return sorted(p.name for p in folder.iterdir() if (p / 'config.json').is_file()) if folder.is_dir() else []
+
+
+def resolve_checkpoint(name_or_path: str | None) -> pathlib.Path:
+  """The default model for None; an existing path as is; else a packaged model of that name; else the path (whose
+  loading then fails with a message naming it)."""
+  if not name_or_path:
+    return default_checkpoint()
+  path = pathlib.Path(name_or_path).expanduser()
+  if not path.exists() and name_or_path in packaged_models():
+    return pathlib.Path(__file__).resolve().parent / 'pretrained' / name_or_path
+  return path
+
+
 def default_checkpoint() -> pathlib.Path:
   """The packaged pretrained model's folder; a `SeparationError` when this installation lacks it."""
   folder = pathlib.Path(__file__).resolve().parent / DEFAULT_CHECKPOINT

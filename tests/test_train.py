@@ -65,7 +65,7 @@ def tiny_config(*overrides: str):
   return config_lib.load_config('cpu_tiny', (
       f'data.segment={SEGMENT}', f'train.batch_size={BATCH}', 'optim.warmup_steps=2', 'train.num_steps=8',
       'train.eval_every=0', 'train.log_every=1', 'train.checkpoint_every=2', 'train.keep_checkpoints=10',
-      'train.ema_decay=0.9') + overrides)
+      'train.ema_decay=0.9', 'train.eval_audio_clips=0') + overrides)  # the stand-in model cannot sample.
 
 
 @functools.cache

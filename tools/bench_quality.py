@@ -35,7 +35,7 @@ from diffvox_jax.train import checkpoint as checkpoint_lib
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT.parent / 'shared' / 'data'
 RATE = 16000
-BASELINE = REPO_ROOT / 'diffvox_jax' / 'pretrained' / 'mask_baseline_16k'
+BASELINE = 'mask_baseline_16k'  # a packaged model's name, or any model folder or workdir
 
 Estimate = Callable[[pipeline.Track], np.ndarray]
 
@@ -116,8 +116,8 @@ def score(tracks: list[pipeline.Track], estimate: Estimate, mixture_scores: list
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--checkpoint', default=None, help='model folder or workdir (default: the shipped model)')
-  parser.add_argument('--baseline', default=str(BASELINE), help='baseline model folder or workdir ("" = none)')
+  parser.add_argument('--checkpoint', default=None, help='model: packaged name, folder or workdir')
+  parser.add_argument('--baseline', default=BASELINE, help='baseline model ("" = none)')
   parser.add_argument('--data', default=str(DATA), help='the shared data folder')
   parser.add_argument('--every', type=int, default=1, help='use every N-th MIR-1K dev clip (1 = all 78)')
   parser.add_argument('--snrs', default='-5,0,5', help='a cappella vocal-to-accompaniment ratios, dB')
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   start = time.perf_counter()
   data = pathlib.Path(args.data)
-  checkpoint = pathlib.Path(args.checkpoint) if args.checkpoint else separate.default_checkpoint()
+  checkpoint = separate.resolve_checkpoint(args.checkpoint)
   dev = mir1k_dev(data, args.every)
   sets = {'mir1k_dev': dev, 'musdb_sample': musdb_sample(data),
           'acappella_mix': acappella_mix(data, mir1k_dev(data), [float(s) for s in args.snrs.split(',')])}
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
       'oracle_irm': lambda track: baselines.oracle_irm(track.mixture, track.vocals),
       'sampler': model_estimate(checkpoint), 'direct': model_estimate(checkpoint, steps=0)}
   if args.baseline:
-    systems['baseline'] = model_estimate(pathlib.Path(args.baseline))
+    systems['baseline'] = model_estimate(separate.resolve_checkpoint(args.baseline))
   table: dict[str, dict[str, dict]] = {}
   for set_name, tracks in sets.items():
     table[set_name] = {}

@@ -1,6 +1,21 @@
-"""Reproduces the pretrained model shipped in `diffvox_jax/pretrained/`: data, training, export and evaluation.
+"""Reproduces the pretrained models shipped in `diffvox_jax/pretrained/`: data, training, export and evaluation.
 
-    python tools/train_pretrained.py --workdir runs/pretrained --data-dir data_cache/pretrained
+    python tools/train_pretrained.py --recipe mir1k --workdir runs/mir1k --data-dir data_cache/mir1k   # the default
+    python tools/train_pretrained.py --recipe demo --workdir runs/pretrained --data-dir data_cache/pretrained
+
+Recipe `mir1k` (the default model `diffdmx_spectral_16k` and the baseline `mask_baseline_16k`):
+
+1. prepares the MIR-1K training and dev singers (`--mir1k`, default `../shared/data/mir1k`) at 16 kHz mono:
+       diffvox prepare --dataset mir1k --manual-dir MIR1K --config mir1k_mask --data-dir DATA_DIR
+2. trains `mir1k_spectral` and the same-budget baseline `mir1k_mask` at the same time, each pinned to one CPU core
+   (`taskset`, single-threaded XLA), each resuming if interrupted:
+       diffvox train --config mir1k_spectral --workdir WORKDIR/spectral --config.data.data_dir=DATA_DIR
+       diffvox train --config mir1k_mask --workdir WORKDIR/mask --config.data.data_dir=DATA_DIR
+3. exports both (EMA weights) into `diffvox_jax/pretrained/` and writes the training facts to
+   `WORKDIR/pretrained.json`;
+4. runs `tools/bench_quality.py` on the exports (`WORKDIR/bench_quality.json`).
+
+Recipe `demo` (the earlier default `diffdmx_demo_8k`, synthetic songs only):
 
 1. renders `--num-songs` synthetic songs (redistributable: Bach chorales from music21, Festival, FluidSynth):
        diffvox prepare --dataset synthetic --num-songs N --config demo <overrides> --data-dir DATA_DIR
@@ -23,6 +38,10 @@ import json
 import os
 import pathlib
 import platform
+import shlex
+import shutil
+import subprocess
+import sys
 import time
 
 import ml_collections
@@ -34,8 +53,12 @@ from diffvox_jax.train import checkpoint as checkpoint_lib
 
 NAME = 'diffdmx_demo_8k'
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-EXPORT_DIR = REPO_ROOT / 'diffvox_jax' / 'pretrained' / NAME
-MIR1K_DEV = REPO_ROOT.parent / 'shared' / 'data' / 'mir1k' / 'dev'
+PRETRAINED = REPO_ROOT / 'diffvox_jax' / 'pretrained'
+EXPORT_DIR = PRETRAINED / NAME
+MIR1K = REPO_ROOT.parent / 'shared' / 'data' / 'mir1k'
+MIR1K_DEV = MIR1K / 'dev'
+# Recipe mir1k: (config, workdir name, export name); trained side by side, one core each.
+MIR1K_MODELS = (('mir1k_spectral', 'spectral', 'diffdmx_spectral_16k'), ('mir1k_mask', 'mask', 'mask_baseline_16k'))
 MIR1K_RATE = 16000
 # What differs from `configs/demo.py`: a longer run (the demo's architecture, data rate and sampler).
 PRETRAINED_OVERRIDES = ('train.num_steps=1500', 'train.checkpoint_every=250', 'train.eval_every=250',
@@ -56,7 +79,7 @@ def mir1k_tracks(root: pathlib.Path, count: int) -> list[pipeline.Track]:
   return tracks
 
 
-def record_training_time(workdir: pathlib.Path, seconds: float, steps: int) -> dict:
+def record_training_time(workdir: pathlib.Path, seconds: float, steps: int, name: str = NAME) -> dict:
   """Adds this invocation's training wall time to `WORKDIR/pretrained.json` and returns its content."""
   path = workdir / 'pretrained.json'
   facts = json.loads(path.read_text()) if path.is_file() else {'sessions': []}
@@ -64,7 +87,7 @@ def record_training_time(workdir: pathlib.Path, seconds: float, steps: int) -> d
     facts['sessions'].append({'train_wall_s': round(seconds, 1), 'step_after': steps, 'machine': platform.node(),
                               'cpu_count': os.cpu_count(), 'load_avg_1min_at_end': os.getloadavg()[0]})
   facts['train_wall_s_total'] = round(sum(s['train_wall_s'] for s in facts['sessions']), 1)
-  facts['name'] = NAME
+  facts['name'] = name
   checkpoint_lib.write_atomically(path, (json.dumps(facts, indent=2) + '\n').encode())
   return facts
 
@@ -78,13 +101,62 @@ def evaluate_export(config: ml_collections.ConfigDict, params, tracks: list[pipe
   return summary
 
 
+def export_shipped(workdir: pathlib.Path, export_dir: pathlib.Path, default_config: str) -> int:
+  """Exports the EMA weights of `workdir` to `export_dir` with the config's data_dir reset (no machine paths)."""
+  step = checkpoint_lib.export_for_inference(workdir, export_dir)
+  shipped = checkpoint_lib.read_config(export_dir)
+  shipped.data.data_dir = config_lib.load_config(default_config).data.data_dir
+  checkpoint_lib.save_config(export_dir, shipped)
+  print(f'exported step {step} of {workdir} to {export_dir} '
+        f'({(export_dir / checkpoint_lib.PARAMS_FILE).stat().st_size / 2**20:.1f} MiB)')
+  return step
+
+
+def mir1k_recipe(args: argparse.Namespace) -> None:
+  """Prepare MIR-1K, train the spectral model and the baseline side by side, export both, benchmark them."""
+  diffvox = [sys.executable, '-m', 'diffvox_jax.cli']
+  prepare = diffvox + ['prepare', '--dataset', 'mir1k', '--manual-dir', str(args.mir1k), '--config', 'mir1k_mask',
+                       '--data-dir', str(args.data_dir)]
+  print('$', shlex.join(prepare))
+  subprocess.run(prepare, check=True)
+  pin = shutil.which('taskset') is not None and (os.cpu_count() or 1) >= len(MIR1K_MODELS)
+  env = {**os.environ, 'XLA_FLAGS': '--xla_cpu_multi_thread_eigen=false'} if pin else dict(os.environ)
+  runs = []
+  for core, (config, run, _) in enumerate(MIR1K_MODELS):
+    command = diffvox + ['train', '--config', config, '--workdir', str(args.workdir / run),
+                         f'--config.data.data_dir={args.data_dir}', '--config.data.read_threads=1']
+    command = (['taskset', '-c', str(core)] if pin else []) + command
+    print('$', shlex.join(command))
+    log = open(args.workdir / f'{run}.log', 'a')  # noqa: SIM115 (closed after the run)
+    runs.append((run, time.perf_counter(), log, subprocess.Popen(command, env=env, stdout=log, stderr=log)))
+  for run, start, log, process in runs:
+    if process.wait():
+      raise SystemExit(f'training {run} failed (exit {process.returncode}); see {args.workdir / run}.log')
+    log.close()
+    record_training_time(args.workdir / run, time.perf_counter() - start,
+                         checkpoint_lib.latest_step(args.workdir / run), name=run)
+  for config, run, name in MIR1K_MODELS:
+    export_shipped(args.workdir / run, PRETRAINED / name, config)
+  bench = [sys.executable, str(REPO_ROOT / 'tools' / 'bench_quality.py'), '--checkpoint',
+           str(PRETRAINED / MIR1K_MODELS[0][2]), '--baseline', str(PRETRAINED / MIR1K_MODELS[1][2]),
+           '--out', str(args.workdir / 'bench_quality.json')]
+  print('$', shlex.join(bench))
+  subprocess.run(bench, check=True)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+  parser.add_argument('--recipe', choices=('mir1k', 'demo'), default='mir1k')
   parser.add_argument('--workdir', type=pathlib.Path, default=pathlib.Path('runs/pretrained'))
   parser.add_argument('--data-dir', type=pathlib.Path, default=pathlib.Path('data_cache/pretrained'))
+  parser.add_argument('--mir1k', type=pathlib.Path, default=MIR1K, help='MIR-1K folder (train/ and dev/).')
   parser.add_argument('--num-songs', type=int, default=96, help='synthetic songs (the last tenth are held out).')
   parser.add_argument('--mir1k-clips', type=int, default=78, help='MIR-1K dev clips to evaluate on (78: all).')
   args = parser.parse_args()
+  args.workdir.mkdir(parents=True, exist_ok=True)
+  if args.recipe == 'mir1k':
+    mir1k_recipe(args)
+    return
   demo.request_host_devices()
 
   overrides = list(PRETRAINED_OVERRIDES)
@@ -98,13 +170,8 @@ def main() -> None:
   start = time.perf_counter()
   demo.train_model(config, args.workdir)
   facts = record_training_time(args.workdir, time.perf_counter() - start, checkpoint_lib.latest_step(args.workdir))
-  step = checkpoint_lib.export_for_inference(args.workdir, EXPORT_DIR)
-  shipped = checkpoint_lib.read_config(EXPORT_DIR)
-  shipped.data.data_dir = config_lib.load_config(demo.DEMO_CONFIG).data.data_dir  # not this machine's folder
-  checkpoint_lib.save_config(EXPORT_DIR, shipped)
-  print(f'exported step {step} to {EXPORT_DIR} '
-        f'({(EXPORT_DIR / checkpoint_lib.PARAMS_FILE).stat().st_size / 2**20:.1f} MiB); '
-        f'training wall time so far {facts["train_wall_s_total"] / 60:.1f} min')
+  export_shipped(args.workdir, EXPORT_DIR, demo.DEMO_CONFIG)
+  print(f'training wall time so far {facts["train_wall_s_total"] / 60:.1f} min')
 
   export_config, params = checkpoint_lib.load_for_inference(EXPORT_DIR)
   synthetic = list(pipeline.tracks(config, demo.DATASET, demo.TEST_SPLIT))

@@ -21,7 +21,7 @@ import ml_collections
 from absl import flags
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import evaluate, schedules
+from diffvox_jax import evaluate, schedules, separate
 from diffvox_jax.commands import common
 from diffvox_jax.data import pipeline
 from diffvox_jax.train import checkpoint as checkpoint_lib
@@ -76,7 +76,8 @@ def main(argv: list[str]) -> None:
   if FLAGS.workers < 1:
     common.fail('--workers must be at least 1')
   try:
-    config, params = checkpoint_lib.load_for_inference(FLAGS.checkpoint, use_ema=FLAGS.ema)
+    config, params = checkpoint_lib.load_for_inference(separate.resolve_checkpoint(FLAGS.checkpoint),
+                                                       use_ema=FLAGS.ema)
     overrides = {field: FLAGS[flag].value for flag, field in SAMPLER_FLAGS if FLAGS[flag].value is not None}
     config = resolved_config(config, FLAGS.seed, overrides)
   except (ValueError, OSError) as error:

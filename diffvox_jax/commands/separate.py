@@ -29,10 +29,12 @@ AUDIO_SUFFIXES = ('.wav', '.flac', '.mp3', '.ogg', '.oga', '.opus', '.aif', '.ai
 
 
 def define_flags() -> None:
-  flags.DEFINE_string('checkpoint', None, 'training workdir or exported model folder (config.json beside it).')
+  flags.DEFINE_string('checkpoint', None, 'training workdir, exported model folder (config.json beside it), or the '
+                      'name of a packaged model (diffvox_jax/pretrained/NAME); default: the packaged default.')
   flags.DEFINE_string('out', None, 'output folder.')
   flags.DEFINE_bool('ema', True, 'use the EMA parameters of a training workdir (--noema: the raw parameters).')
-  flags.DEFINE_integer('steps', None, 'sampling steps T (default: the config\'s sampler.steps).')
+  flags.DEFINE_integer('steps', None, 'sampling steps T (default: the config\'s sampler.steps); 0 = the model\'s '
+                       'one-pass direct estimate, no diffusion.')
   flags.DEFINE_float('eta', None, 'stochastic refinement level in [0, 1]; 0 = deterministic DDIM.')
   flags.DEFINE_float('cutoff-hz', None, 'high-pass cut-off of the refinement noise in Hz; 0 = white noise.')
   flags.DEFINE_enum('schedule', None, sorted(schedules.SCHEDULES), 'sigma grid.')
@@ -46,6 +48,9 @@ def define_flags() -> None:
   flags.DEFINE_string('refine', None, 'a vocal estimate of the (single) INPUT to refine instead of starting from '
                       'noise; needs --sigma-start below 1.')
   flags.DEFINE_float('sigma-start', None, 'noise level the refinement starts from, in (0, 1).')
+  flags.DEFINE_enum('start', None, ['noise', 'direct'], "where sampling starts (default: the config's "
+                    "sampler.start): 'direct' refines the model's own one-pass estimate from --sigma-start, "
+                    "'noise' starts from pure noise (or from --refine's estimate).")
 
 
 def sampler_settings(config) -> sampler.SamplerSettings:
@@ -53,7 +58,11 @@ def sampler_settings(config) -> sampler.SamplerSettings:
   overrides = {field: FLAGS[flag].value for flag, field in (
       ('steps', 'steps'), ('eta', 'eta'), ('cutoff-hz', 'cutoff_hz'), ('schedule', 'schedule'),
       ('samples', 'num_samples'), ('sigma-start', 'sigma_start')) if FLAGS[flag].value is not None}
-  if FLAGS.refine is None:
+  if FLAGS.start is not None:
+    overrides['start'] = FLAGS.start
+  if FLAGS.refine is not None:
+    overrides['start'] = 'noise'  # the estimate passed in is the starting point.
+  elif overrides.get('start', config.sampler.get('start', 'noise')) == 'noise':
     overrides.setdefault('sigma_start', 1.0)
   return sampler.SamplerSettings.from_config(config, **overrides)
 
@@ -90,7 +99,7 @@ def main(argv: list[str]) -> None:
   if FLAGS.refine is not None and len(inputs) != 1:
     common.fail('--refine refines the estimate of a single INPUT')
   try:
-    checkpoint = pathlib.Path(FLAGS.checkpoint) if FLAGS.checkpoint else separate.default_checkpoint()
+    checkpoint = separate.resolve_checkpoint(FLAGS.checkpoint)
     config, params = checkpoint_lib.load_for_inference(checkpoint, use_ema=FLAGS.ema)
     settings = sampler_settings(config)
     if (FLAGS.refine is not None) != settings.refines:

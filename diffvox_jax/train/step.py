@@ -51,13 +51,21 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict,
   weights = config.diffusion
   scale = config.diffusion.get('data_scale', 1.0)  # the model's units: audio times data_scale (losses too).
 
+  residual = weights.get('target', 'vocals') == 'residual'
+
   def loss_fn(params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, Metrics]:
     vocals, mixture = batch['vocals'] * scale, batch['mixture'] * scale
     sigma, noise = draw_sigma_and_noise(example_keys(rng, vocals.shape[0], axis_name), vocals.shape[1:])
-    x_sigma = diffusion.add_noise(vocals, noise, sigma)
-    v_hat, conditioning = model.apply({'params': params}, x_sigma, sigma, mixture)
+    if residual:  # diffuse what the conditioner's direct estimate misses: vocals - H_128(mixture).
+      conditioning = model.apply({'params': params}, mixture, method='condition')
+      target = vocals - jax.lax.stop_gradient(conditioning.reconstruction_estimate)
+      v_hat = model.apply({'params': params}, diffusion.add_noise(target, noise, sigma), sigma,
+                          conditioning.features, method='denoise')
+    else:
+      target = vocals
+      v_hat, conditioning = model.apply({'params': params}, diffusion.add_noise(vocals, noise, sigma), sigma, mixture)
     terms = diffusion.loss_terms(
-        v_hat, diffusion.v_target(vocals, noise, sigma), vocals, conditioning.latent_estimate,
+        v_hat, diffusion.v_target(target, noise, sigma), vocals, conditioning.latent_estimate,
         conditioning.reconstruction_estimate, v_weight=weights.v_weight, latent_weight=weights.latent_weight,
         reconstruction_weight=weights.reconstruction_weight,
         example_weight=diffusion.loss_weight(sigma, weights.get('loss_weighting', 'uniform'),
