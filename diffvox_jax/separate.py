@@ -39,7 +39,7 @@ from diffvox_jax.models import build_model
 
 # The packaged pretrained model that `--checkpoint` falls back to, relative to this package (`tools/train_pretrained.py`
 # makes it; its MODEL_CARD.md says how and what it reaches).
-DEFAULT_CHECKPOINT = 'pretrained/diffdmx_demo_8k'
+DEFAULT_CHECKPOINT = 'pretrained/mask_baseline_16k'
 
 # (mixture (batch, chunk, channels), keys (batch,), initial (batch, chunk, channels) | None) -> vocals, same shape.
 SampleBatch = Callable[[np.ndarray, jax.Array, np.ndarray | None], np.ndarray | jax.Array]

@@ -1,6 +1,6 @@
 """Separation quality on real recordings: the model's sampler, its direct estimate, a baseline, the bounds.
 
-    python tools/bench_quality.py                                  # the shipped model and the shipped baseline
+    python tools/bench_quality.py                  # the shipped diffusion model and the shipped baseline
     python tools/bench_quality.py --checkpoint runs/mir1k_spectral --baseline runs/mir1k_mask --out q.json
 
 Sets (all real audio from `../shared/data`, read by the project's generic loaders):
@@ -36,6 +36,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT.parent / 'shared' / 'data'
 RATE = 16000
 BASELINE = 'mask_baseline_16k'  # a packaged model's name, or any model folder or workdir
+MODEL = 'diffdmx_spectral_16k'  # the diffusion model under study (the package's default is the baseline)
 
 Estimate = Callable[[pipeline.Track], np.ndarray]
 
@@ -116,7 +117,7 @@ def score(tracks: list[pipeline.Track], estimate: Estimate, mixture_scores: list
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--checkpoint', default=None, help='model: packaged name, folder or workdir')
+  parser.add_argument('--checkpoint', default=MODEL, help='model: packaged name, folder or workdir')
   parser.add_argument('--baseline', default=BASELINE, help='baseline model ("" = none)')
   parser.add_argument('--data', default=str(DATA), help='the shared data folder')
   parser.add_argument('--every', type=int, default=1, help='use every N-th MIR-1K dev clip (1 = all 78)')
