@@ -34,7 +34,8 @@ SMALL_MODEL = (
     'model.generator.inject=(False, True)', 'model.conditioner.channels=4', 'model.conditioner.groups=2',
     'model.conditioner.attention=(False, True)', 'model.conditioner.transformer_layers=1', 'model.attention_block=128',
     f'train.num_steps={NUM_STEPS}', 'optim.warmup_steps=2', 'optim.peak_lr=5e-3', 'train.checkpoint_every=3',
-    'train.keep_checkpoints=10', 'train.log_every=1', 'train.eval_every=4', 'train.eval_batches=1')
+    'train.keep_checkpoints=10', 'train.log_every=1', 'train.eval_every=4', 'train.eval_batches=1',
+    'train.eval_audio_clips=0')  # the validation separation has its own test (test_quality.py)
 
 # Trains in a subprocess with the real pipeline; from batch `pause_at` on it touches `marker`, then either blocks
 # (`block`: the test kills it) or slows down (`slow`: the test sends SIGTERM). Exits like `diffvox train`.
