@@ -63,6 +63,11 @@ def get_config() -> ml_collections.ConfigDict:
   spectral.fourier_features = 64  # random Fourier features of sigma in the generator.
   spectral.residual = True  # the generator corrects the conditioner's mask (x0_hat starts as the direct estimate).
   spectral.detach_conditioner = True  # no L_diff gradient into the conditioner (it trains on L_rec alone).
+  # A trained 'mask' or 'spectral' model (packaged name or folder) whose conditioner initialises this one; with
+  # freeze_conditioner the generator alone trains, refining that model's fixed estimate. '' = random init.
+  spectral.conditioner_from = ''
+  spectral.freeze_conditioner = False
+  spectral.generator_sees_mixture = False  # the generator's frame input adds log1p|M| and the conditioner's mask.
   model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   model.attention_impl = 'auto'  # 'auto' | 'xla' | 'cudnn' | 'blockwise' (memory-efficient, any device).
   model.attention_block = 1024  # query block length of the blockwise attention.
@@ -118,7 +123,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.sampler = sampler = ml_collections.ConfigDict()
   sampler.steps = 50  # [C] T, the number of network evaluations (headline results); 0 = the direct estimate (H_128).
-  sampler.schedule = 'linear'  # [I] sigma = linspace(1, 0, T + 1); also 'cosine', 'edm'.
+  sampler.method = 'ddim'  # [C] the paper's; also 'dpmpp_2m' (DPM-Solver++(2M)) and 'heun' (EDM's 2nd order).
+  sampler.schedule = 'linear'  # [I] sigma = linspace(1, 0, T + 1); also 'cosine', 'edm', 'log_snr'.
   sampler.eta = 0.4  # [C] best setting of Table 2.
   sampler.cutoff_hz = 5000.0  # [C] best setting of Table 2; 0 = white refinement noise.
   sampler.filter_order = 4  # [C] Butterworth order.

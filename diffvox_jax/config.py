@@ -11,9 +11,12 @@ from collections.abc import Iterable
 
 import ml_collections
 
+from diffvox_jax import schedules
+
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
 DTYPES = ('float32', 'bfloat16')
-SCHEDULES = ('linear', 'cosine', 'edm')
+SCHEDULES = tuple(schedules.SCHEDULES)
+SAMPLER_METHODS = ('ddim', 'dpmpp_2m', 'heun')
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'blockwise')
 LATENT_TAPS = ('before_transformer', 'after_transformer')
 MODEL_KINDS = ('waveform', 'spectral', 'mask')
@@ -134,6 +137,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if sampler.steps < 0 or (kind == 'mask' and sampler.steps):
     raise ConfigError(f'sampler.steps={sampler.steps} must be at least 0 (and 0 for model.kind=mask, which has no '
                       'generator)')
+  if sampler.get('method', 'ddim') not in SAMPLER_METHODS:
+    raise ConfigError(f'sampler.method={sampler.method!r} is not one of {SAMPLER_METHODS}')
   if sampler.get('start', 'noise') not in SAMPLER_STARTS:
     raise ConfigError(f'sampler.start={sampler.start!r} is not one of {SAMPLER_STARTS}')
   if config.diffusion.get('target', 'vocals') not in DIFFUSION_TARGETS:
@@ -191,6 +196,9 @@ def validate_spectral(spectral: ml_collections.ConfigDict) -> None:
     raise ConfigError('model.spectral.layers and generator_layers must be at least 1')
   if spectral.fourier_features < 2 or spectral.fourier_features % 2:
     raise ConfigError(f'model.spectral.fourier_features={spectral.fourier_features} must be even')
+  if spectral.get('freeze_conditioner', False) and not spectral.get('conditioner_from', ''):
+    raise ConfigError('model.spectral.freeze_conditioner needs model.spectral.conditioner_from (a trained model '
+                      'to freeze)')
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -17,7 +17,19 @@ One call maps mixture chunks `(batch, time, channels)` to vocal estimates of the
    beta'_{i+1} = sqrt(beta_{i+1}^2 - delta_{i+1}^2). HPF is `noise.shaped_normal` (Butterworth, unit variance).
    The grid ends at sigma = 0, where alpha = 1 and beta' = delta = 0, so the last step returns x0.
 
-Everything that shapes the computation (steps, schedule, eta, filter, rate, ensemble size, sigma_start) is a
+   Higher-order solvers (`method`) change only the data prediction the step transports: x0 <- x0 + c and
+   eps <- eps - (alpha_i / beta_i) c, so eta = 0 is the published ODE step and eta > 0 adds the same shaped
+   noise as DDIM (the paper's refinement noise keeps its meaning for every method):
+   - 'dpmpp_2m', DPM-Solver++(2M) (Lu et al. 2022, data prediction, multistep): c = w_i (x0_i - x0_{i-1}) with
+     w_i = h_i / (2 h_{i-1}) and h_i the step's log-SNR increment, log(alpha / beta). w = 0 (a DDIM step) at
+     the first step, after a step from sigma = 1 (there h_{i-1} is infinite, the log-SNR being -inf) and at the
+     last step to sigma = 0 (the official solver's `lower_order_final`). One evaluation per step.
+   - 'heun', the second-order Heun step of EDM (Karras et al. 2022) on x / alpha against beta / alpha: a DDIM
+     (Euler) predictor x' to sigma_{i+1}, a second evaluation there, and eps replaced by the mean of the two
+     (c = -(beta_i / (2 alpha_i)) (eps' - eps_i)). Euler alone from sigma = 1 (beta / alpha is infinite) and on
+     the last step to sigma = 0, as in EDM: `steps + steps - 2` evaluations from noise (`settings.evaluations`).
+
+Everything that shapes the computation (method, steps, schedule, eta, filter, rate, ensemble size, sigma_start) is a
 `SamplerSettings`, static under `jit`: `compiled_sampler(network, settings)` is cached, so each setting compiles
 once per chunk shape.
 
@@ -36,6 +48,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from diffvox_jax import config as config_lib
 from diffvox_jax import diffusion, noise, schedules
 
 Params = Any
@@ -77,7 +90,9 @@ class SamplerSettings:
   """Static sampler configuration (hashable: one compilation per distinct value).
 
   Attributes:
-    steps: T, the number of generator evaluations; 0 returns the conditioner's direct estimate (no generator).
+    steps: T, the number of steps of the grid (generator evaluations for 'ddim' and 'dpmpp_2m'; see
+      `evaluations`); 0 returns the conditioner's direct estimate (no generator).
+    method: the solver, one of `METHODS` ('ddim', the paper's; 'dpmpp_2m'; 'heun').
     schedule: sigma grid name from `schedules.SCHEDULES`.
     eta: stochasticity in [0, 1]; 0 is deterministic DDIM.
     cutoff_hz: Butterworth high-pass cut-off of the refinement noise; 0 means white noise.
@@ -93,6 +108,7 @@ class SamplerSettings:
   """
 
   steps: int = 50
+  method: str = 'ddim'
   schedule: str = 'linear'
   eta: float = 0.0
   cutoff_hz: float = 0.0
@@ -107,6 +123,8 @@ class SamplerSettings:
   def __post_init__(self):
     if self.steps < 0:
       raise ValueError(f'steps={self.steps} must be at least 0')
+    if self.method not in METHODS:
+      raise ValueError(f'method={self.method!r} is not one of {", ".join(METHODS)}')
     if self.start not in ('noise', 'direct'):
       raise ValueError(f"start={self.start!r} is not 'noise' or 'direct'")
     if self.target not in ('vocals', 'residual'):
@@ -132,7 +150,8 @@ class SamplerSettings:
   def from_config(cls, config: ml_collections.ConfigDict, **overrides) -> 'SamplerSettings':
     """Settings from `config.sampler` and `config.data.sample_rate`; keyword arguments replace fields."""
     sampler = config.sampler
-    fields = dict(steps=int(sampler.steps), schedule=str(sampler.schedule), eta=float(sampler.eta),
+    fields = dict(steps=int(sampler.steps), method=str(sampler.get('method', 'ddim')),
+                  schedule=str(sampler.schedule), eta=float(sampler.eta),
                   cutoff_hz=float(sampler.cutoff_hz), filter_order=int(sampler.filter_order),
                   sample_rate=int(config.data.sample_rate), num_samples=int(sampler.num_samples),
                   sigma_start=float(sampler.sigma_start), start=str(sampler.get('start', 'noise')),
@@ -150,6 +169,13 @@ class SamplerSettings:
   def uses_direct_estimate(self) -> bool:
     """True when the conditioner's own estimate is the result (steps 0) or the starting point."""
     return self.steps == 0 or self.start == 'direct' or self.target == 'residual'
+
+  @property
+  def evaluations(self) -> int:
+    """Generator evaluations per ensemble member (Heun's corrector adds one wherever it applies)."""
+    if self.steps == 0:
+      return 0
+    return self.steps + (int(np.sum(heun_corrected(self.sigmas()))) if self.method == 'heun' else 0)
 
   def sigmas(self) -> np.ndarray:
     """The sigma grid, float64 `(steps + 1,)`, from sigma_start down to 0."""
@@ -171,10 +197,37 @@ class StepCoefficients(NamedTuple):
   alpha_next: np.ndarray  # alpha_{i+1}: scale of x0 in Eq. 10.
   beta_next: np.ndarray  # beta'_{i+1}: scale of eps after rescaling for the fresh noise.
   delta: np.ndarray  # delta_{i+1}: scale of the fresh (shaped) noise.
+  sigma_next: np.ndarray  # sigma_{i+1}: where Heun's corrector evaluates the generator.
+  multistep: np.ndarray  # DPM-Solver++(2M)'s w_i (0 where the step is first order).
+  corrected: np.ndarray  # 1.0 where Heun's corrector applies, else 0.0.
 
 
-def step_coefficients(sigmas: np.ndarray, eta: float) -> StepCoefficients:
-  """The DDIM/eta coefficients of paper-spec §3.3 in float64 for a decreasing grid `(steps + 1,)`."""
+METHODS = config_lib.SAMPLER_METHODS  # 'ddim', 'dpmpp_2m', 'heun'
+
+
+def heun_corrected(sigmas: np.ndarray) -> np.ndarray:
+  """Where Heun's second evaluation applies, bool `(steps,)`: not from sigma = 1 and not into sigma = 0."""
+  sigmas = np.asarray(sigmas, np.float64)
+  return (sigmas[:-1] < 1.0) & (sigmas[1:] > 0.0)
+
+
+def multistep_weights(sigmas: np.ndarray) -> np.ndarray:
+  """DPM-Solver++(2M)'s w_i = h_i / (2 h_{i-1}) per step, float64 `(steps,)`, with h the log-SNR increments;
+  0 at the first step, after a step from sigma = 1 and on the last step into sigma = 0."""
+  sigmas = np.asarray(sigmas, np.float64)
+  with np.errstate(divide='ignore'):
+    log_snr = np.log(np.cos(np.pi * sigmas / 2)) - np.log(np.sin(np.pi * sigmas / 2))
+  log_snr[sigmas >= 1.0], log_snr[sigmas <= 0.0] = -np.inf, np.inf
+  h = np.diff(log_snr)
+  weights = np.zeros_like(h)
+  finite = np.isfinite(h[1:]) & np.isfinite(h[:-1])
+  weights[1:][finite] = h[1:][finite] / (2 * h[:-1][finite])
+  return weights
+
+
+def step_coefficients(sigmas: np.ndarray, eta: float, method: str = 'ddim') -> StepCoefficients:
+  """The DDIM/eta coefficients of paper-spec §3.3, and the higher-order methods' weights, in float64 for a
+  decreasing grid `(steps + 1,)`."""
   sigmas = np.asarray(sigmas, np.float64)
   if sigmas.ndim != 1 or len(sigmas) < 2 or np.any(np.diff(sigmas) >= 0) or sigmas[-1] != 0.0:
     raise ValueError('the sigma grid must be strictly decreasing and end at 0')
@@ -182,7 +235,11 @@ def step_coefficients(sigmas: np.ndarray, eta: float) -> StepCoefficients:
   alpha_now, beta_now, alpha_next, beta_next = alpha[:-1], beta[:-1], alpha[1:], beta[1:]
   delta = eta * (beta_next / beta_now) * np.sqrt(np.maximum(1.0 - alpha_now**2 / alpha_next**2, 0.0))
   beta_rescaled = np.sqrt(np.maximum(beta_next**2 - delta**2, 0.0))
-  return StepCoefficients(sigmas[:-1], alpha_now, beta_now, alpha_next, beta_rescaled, delta)
+  zeros = np.zeros_like(delta)
+  multistep = multistep_weights(sigmas) if method == 'dpmpp_2m' else zeros
+  corrected = heun_corrected(sigmas).astype(np.float64) if method == 'heun' else zeros
+  return StepCoefficients(sigmas[:-1], alpha_now, beta_now, alpha_next, beta_rescaled, delta, sigmas[1:],
+                          multistep, corrected)
 
 
 def _member_keys(rng: jax.Array, batch: int, num_samples: int) -> jax.Array:
@@ -220,18 +277,41 @@ def _initial_state(settings: SamplerSettings, keys: jax.Array, shape: tuple[int,
   return diffusion.add_noise(initial, start_noise, sigma)
 
 
-def ddim_step(network: Network, settings: SamplerSettings, gain: np.ndarray | None, params: Params,
-              features: Features, keys: jax.Array, x: jax.Array, index: jax.Array,
-              coefficients: StepCoefficients) -> jax.Array:
-  """One update (Eq. 10) of the state `x (members, time, channels)`; `coefficients` holds step `index`'s scalars."""
+def solver_step(network: Network, settings: SamplerSettings, gain: np.ndarray | None, params: Params,
+                features: Features, keys: jax.Array, carry: tuple[jax.Array, jax.Array], index: jax.Array,
+                coefficients: StepCoefficients) -> tuple[jax.Array, jax.Array]:
+  """One update (Eq. 10, with the method's data prediction) of the carry `(x, previous x0)`, both
+  `(members, time, channels)`; `coefficients` holds step `index`'s scalars."""
+  x, previous_x0 = carry
   sigma = jnp.full((x.shape[0],), coefficients.sigma, jnp.float32)
   v_hat = network.denoise(params, x, sigma, features).astype(jnp.float32)
   x0_hat = coefficients.alpha * x - coefficients.beta * v_hat
   eps_hat = coefficients.beta * x + coefficients.alpha * v_hat
-  x_next = coefficients.alpha_next * x0_hat + coefficients.beta_next * eps_hat
+  x0_step, eps_step = x0_hat, eps_hat
+  if settings.method != 'ddim':
+    if settings.method == 'dpmpp_2m':
+      correction = coefficients.multistep * (x0_hat - previous_x0)
+    else:
+      correction = jax.lax.cond(coefficients.corrected > 0, functools.partial(_heun_correction, network),
+                                lambda *_: jnp.zeros_like(x), params, features, x0_hat, eps_hat, coefficients)
+    x0_step = x0_hat + correction
+    eps_step = eps_hat - (coefficients.alpha / coefficients.beta) * correction
+  x_next = coefficients.alpha_next * x0_step + coefficients.beta_next * eps_step
   if settings.eta > 0.0:
     x_next = x_next + coefficients.delta * _noise(keys, index + 1, x.shape[1:], gain)
-  return x_next
+  return x_next, x0_hat
+
+
+def _heun_correction(network: Network, params: Params, features: Features, x0_hat: jax.Array, eps_hat: jax.Array,
+                     coefficients: StepCoefficients) -> jax.Array:
+  """Heun's change to x0: -(beta_i / (2 alpha_i)) (eps' - eps_i), eps' the generator's at the Euler (DDIM)
+  predictor on sigma_{i+1}; the step's eps then becomes the mean of the two (alpha_i > 0 here)."""
+  alpha_next, beta_next = diffusion.alpha_beta(coefficients.sigma_next)
+  predictor = alpha_next * x0_hat + beta_next * eps_hat
+  sigma = jnp.full((predictor.shape[0],), coefficients.sigma_next, jnp.float32)
+  v_next = network.denoise(params, predictor, sigma, features).astype(jnp.float32)
+  eps_next = beta_next * predictor + alpha_next * v_next
+  return -(coefficients.beta / (2 * coefficients.alpha)) * (eps_next - eps_hat)
 
 
 class Prepared(NamedTuple):
@@ -281,7 +361,7 @@ def prepare(network: Network, settings: SamplerSettings, params: Params, mixture
   features = _repeat_members(features, settings.num_samples)
   keys = _member_keys(rng, batch, settings.num_samples)
   x = _initial_state(settings, keys, (length, channels), initial)
-  coefficients = step_coefficients(settings.sigmas(), settings.eta)
+  coefficients = step_coefficients(settings.sigmas(), settings.eta, settings.method)
   return Prepared(features, keys, x, StepCoefficients(*(jnp.asarray(c, jnp.float32) for c in coefficients)),
                   offset)
 
@@ -320,11 +400,13 @@ def sample(network: Network, settings: SamplerSettings, params: Params, mixture:
   prepared = prepare(network, settings, params, mixture, rng, initial)
   gain = settings.noise_gain(mixture.shape[1])
 
-  def body(x, step):
+  def body(carry, step):
     index, coefficients = step
-    return ddim_step(network, settings, gain, params, prepared.features, prepared.keys, x, index, coefficients), None
+    return solver_step(network, settings, gain, params, prepared.features, prepared.keys, carry, index,
+                       coefficients), None
 
-  x, _ = jax.lax.scan(body, prepared.x, (jnp.arange(settings.steps), prepared.coefficients))
+  (x, _), _ = jax.lax.scan(body, (prepared.x, jnp.zeros_like(prepared.x)),
+                           (jnp.arange(settings.steps), prepared.coefficients))
   return finish(settings, x, return_samples, prepared.offset)
 
 
@@ -340,20 +422,20 @@ def compiled_sampler(network: Network, settings: SamplerSettings) -> Callable:
 
 @functools.lru_cache(maxsize=32)
 def _compiled_step(network: Network, settings: SamplerSettings, length: int) -> Callable:
-  return jax.jit(functools.partial(ddim_step, network, settings, settings.noise_gain(length)))
+  return jax.jit(functools.partial(solver_step, network, settings, settings.noise_gain(length)))
 
 
 def sample_with_python_loop(network: Network, settings: SamplerSettings, params: Params, mixture: jax.Array,
                             rng: jax.Array, initial: jax.Array | None = None, *, return_samples: bool = False):
-  """`sample` with the steps driven by a Python loop over a jitted `ddim_step` (one dispatch per step).
+  """`sample` with the steps driven by a Python loop over a jitted `solver_step` (one dispatch per step).
 
   Same arguments and result as `sample`; it exists as the reference and baseline for the `lax.scan` version
   (tests and `tools/bench_sampler.py`), not for production use.
   """
   prepared = jax.jit(functools.partial(prepare, network, settings))(params, mixture, rng, initial)
   step = _compiled_step(network, settings, mixture.shape[1])
-  x = prepared.x
+  carry = (prepared.x, jnp.zeros_like(prepared.x))
   for index in range(settings.steps):
     coefficients = StepCoefficients(*(c[index] for c in prepared.coefficients))
-    x = step(params, prepared.features, prepared.keys, x, jnp.asarray(index), coefficients)
-  return finish(settings, x, return_samples, prepared.offset)
+    carry = step(params, prepared.features, prepared.keys, carry, jnp.asarray(index), coefficients)
+  return finish(settings, carry[0], return_samples, prepared.offset)

@@ -22,23 +22,38 @@ def cosine(steps: int, sigma_start: float = 1.0) -> np.ndarray:
   return sigma_start * (1.0 - np.cos(np.pi * u / 2))
 
 
-def edm(steps: int, sigma_start: float = 1.0) -> np.ndarray:
-  """EDM's rho = 7 warp (Karras et al. 2022) on the noise-to-signal ratio tan(pi sigma / 2).
-
-  The ratio runs from min(80, tan(pi sigma_start / 2)) down to 0.002 over the first `steps` points, mapped back
-  to sigma; the first point is set to `sigma_start` exactly and the last to 0. A start below EDM's sigma_min
-  (ratio < 0.002) ends the warp at half the starting ratio instead, so the grid stays strictly decreasing.
-  """
+def _nsr_range(sigma_start: float) -> tuple[float, float]:
+  """The noise-to-signal ratios tan(pi sigma / 2) a warped grid runs between: min(80, that of sigma_start) down to
+  0.002 (EDM's sigma_max and sigma_min), or to half the start for a start below 0.002."""
   nsr_max = min(EDM_NSR_MAX, float(np.tan(np.pi * min(sigma_start, 1.0 - 1e-9) / 2)))
-  nsr_min = min(EDM_NSR_MIN, nsr_max / 2)
-  u = np.linspace(0.0, 1.0, steps)
-  nsr = (nsr_max ** (1 / EDM_RHO) + u * (nsr_min ** (1 / EDM_RHO) - nsr_max ** (1 / EDM_RHO))) ** EDM_RHO
+  return nsr_max, min(EDM_NSR_MIN, nsr_max / 2)
+
+
+def _grid_from_nsr(nsr: np.ndarray, sigma_start: float) -> np.ndarray:
+  """Noise-to-signal ratios `(steps,)` -> the sigma grid `(steps + 1,)`: mapped back, first point `sigma_start`,
+  then 0."""
   grid = np.concatenate([np.arctan(nsr) * 2 / np.pi, [0.0]])
   grid[0] = sigma_start
   return grid
 
 
-SCHEDULES = {'linear': linear, 'cosine': cosine, 'edm': edm}
+def edm(steps: int, sigma_start: float = 1.0) -> np.ndarray:
+  """EDM's rho = 7 warp (Karras et al. 2022) on the noise-to-signal ratio tan(pi sigma / 2), over the first
+  `steps` points between the ratios of `_nsr_range`; the grid stays strictly decreasing."""
+  nsr_max, nsr_min = _nsr_range(sigma_start)
+  u = np.linspace(0.0, 1.0, steps)
+  nsr = (nsr_max ** (1 / EDM_RHO) + u * (nsr_min ** (1 / EDM_RHO) - nsr_max ** (1 / EDM_RHO))) ** EDM_RHO
+  return _grid_from_nsr(nsr, sigma_start)
+
+
+def log_snr(steps: int, sigma_start: float = 1.0) -> np.ndarray:
+  """Uniform steps in the log-SNR log(alpha / beta) = -log tan(pi sigma / 2), the grid DPM-Solver uses, between
+  the ratios of `_nsr_range` (as `edm`)."""
+  nsr_max, nsr_min = _nsr_range(sigma_start)
+  return _grid_from_nsr(np.exp(np.linspace(np.log(nsr_max), np.log(nsr_min), steps)), sigma_start)
+
+
+SCHEDULES = {'linear': linear, 'cosine': cosine, 'edm': edm, 'log_snr': log_snr}
 
 
 def sigma_grid(name: str, steps: int, sigma_start: float = 1.0) -> np.ndarray:

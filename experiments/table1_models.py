@@ -37,7 +37,7 @@ import numpy as np
 from absl import app, flags
 
 from diffvox_jax import evaluate, results
-from diffvox_jax.commands.evaluate import SAMPLER_FLAGS, resolved_config
+from diffvox_jax.commands import common
 from diffvox_jax.data import pipeline
 from diffvox_jax.train import checkpoint as checkpoint_lib
 from experiments import paper, sweep
@@ -73,7 +73,7 @@ def evaluate_models(models: Sequence[tuple[str, str]], out: pathlib.Path, *, dat
   entries = []
   for label, checkpoint in models:
     config, params = checkpoint_lib.load_for_inference(checkpoint)
-    config = resolved_config(config, None, sampler_overrides)
+    config = common.apply_sampler_overrides(config, sampler_overrides)
     model_dataset, model_split = dataset or config.eval.dataset, split or config.eval.split
     tracks = itertools.islice(pipeline.tracks(config, model_dataset, model_split, data_dir=data_dir), max_tracks)
     audio_format = f'{config.data.sample_rate}hz_{config.data.channels}ch'
@@ -152,11 +152,7 @@ def write_table1(out: pathlib.Path, entries: Sequence[dict]) -> None:
 def define_flags() -> None:
   sweep.define_evaluation_flags()
   flags.DEFINE_multi_string('model', [], 'LABEL=CHECKPOINT (repeatable): a training workdir or exported model.')
-  flags.DEFINE_integer('steps', None, 'sampling steps T for every model (default: each checkpoint\'s config).')
-  flags.DEFINE_float('eta', None, 'stochastic refinement level for every model.')
-  flags.DEFINE_float('cutoff-hz', None, 'high-pass cut-off of the refinement noise for every model; 0 = white.')
-  flags.DEFINE_string('schedule', None, 'sigma grid for every model.')
-  flags.DEFINE_integer('samples', None, 'samples per chunk, averaged, for every model.')
+  common.define_sampler_flags()  # applied to every model.
 
 
 def main(argv: Sequence[str]) -> None:
@@ -167,11 +163,10 @@ def main(argv: Sequence[str]) -> None:
     sys.exit('table1: at least one --model LABEL=CHECKPOINT and --out are required')
   out = pathlib.Path(FLAGS.out)
   try:
-    overrides = {field: FLAGS[flag].value for flag, field in SAMPLER_FLAGS if FLAGS[flag].value is not None}
     entries = evaluate_models(parse_models(FLAGS.model), out, dataset=FLAGS.dataset, split=FLAGS.split,
                               data_dir=FLAGS['data-dir'].value, runs=FLAGS.runs, max_tracks=FLAGS['max-tracks'].value,
-                              museval=FLAGS.museval, with_baselines=FLAGS.baselines, sampler_overrides=overrides,
-                              workers=FLAGS.workers)
+                              museval=FLAGS.museval, with_baselines=FLAGS.baselines,
+                              sampler_overrides=common.sampler_overrides(), workers=FLAGS.workers)
     write_table1(out, entries)
   except (ValueError, TypeError, OSError) as error:
     sys.exit(f'table1: {error}')

@@ -60,15 +60,32 @@ def _run(network, settings, params, mixture, seed=0, initial=None, **kwargs):
   return sampler.compiled_sampler(network, settings)(params, mixture, jax.random.key(seed), initial, **kwargs)
 
 
-@pytest.mark.parametrize('steps', [1, 5, 50])
+@pytest.mark.parametrize('method', sampler.METHODS)
+@pytest.mark.parametrize('steps', [1, 2, 5, 20])
 @pytest.mark.parametrize('eta,cutoff_hz', [(0.0, 0.0), (0.4, 0.0), (0.8, 1500.0)])
-def test_oracle_recovers_x0(steps, eta, cutoff_hz):
+def test_oracle_recovers_x0(method, steps, eta, cutoff_hz):
   x0 = _signal()
-  settings = _settings(steps=steps, eta=eta, cutoff_hz=cutoff_hz)
+  settings = _settings(steps=steps, method=method, eta=eta, cutoff_hz=cutoff_hz)
   np.testing.assert_allclose(_run(_oracle_network(), settings, {}, x0), x0, atol=2e-5)
 
 
-@pytest.mark.parametrize('schedule', ['cosine', 'edm'])
+def _oracle_with_direct_estimate(rough_estimate) -> Network:
+  """The oracle whose conditioner also reports `rough_estimate` as its direct estimate."""
+  oracle = _oracle_network()
+  return Network(oracle.condition, oracle.denoise, lambda params, mixture: (mixture, rough_estimate))
+
+
+@pytest.mark.parametrize('method', sampler.METHODS)
+@pytest.mark.parametrize('steps', [1, 2, 5, 20])
+@pytest.mark.parametrize('eta', [0.0, 0.5])
+def test_oracle_recovers_x0_from_the_direct_estimate(method, steps, eta):
+  x0 = _signal()
+  network = _oracle_with_direct_estimate(x0 + _signal(seed=5))
+  settings = _settings(steps=steps, method=method, eta=eta, cutoff_hz=1000.0, sigma_start=0.6, start='direct')
+  np.testing.assert_allclose(_run(network, settings, {}, x0), x0, atol=2e-5)
+
+
+@pytest.mark.parametrize('schedule', ['cosine', 'edm', 'log_snr'])
 def test_oracle_recovers_x0_on_other_schedules(schedule):
   x0 = _signal()
   out = _run(_oracle_network(), _settings(steps=20, schedule=schedule, eta=0.4, cutoff_hz=1000.0), {}, x0)
@@ -123,6 +140,118 @@ def test_matches_float64_numpy_reference(schedule, eta, cutoff_hz, sigma_start):
   expected = _numpy_ddim(params, mixture, settings.sigmas(), eta, keys, settings.noise_gain(LENGTH), initial)
   out = sampler.compiled_sampler(_linear_network(), settings)(params, mixture, rng, initial)
   np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def _linear_data_prediction(params, mixture, x, sigma):
+  """x0 = alpha x - beta v of `_linear_network` in float64."""
+  w, u = (np.asarray(params[k], np.float64) for k in ('w', 'u'))
+  v = (x @ w) * (0.5 + sigma) + (0.7 * np.asarray(mixture, np.float64)) @ u
+  return np.cos(np.pi * sigma / 2) * x - np.sin(np.pi * sigma / 2) * v
+
+
+def _numpy_dpmpp_2m(data_prediction, x, sigmas):
+  """DPM-Solver++(2M) as published (Lu et al. 2022, Algorithm 2, data prediction) in float64, in the log-SNR
+  lambda = log(alpha / sigma): x_i = (s_i / s_{i-1}) x_{i-1} - alpha_i (e^{-h_i} - 1) D_i, first order at the
+  first step, after an infinite step and at the last step (`lower_order_final`)."""
+  alphas, betas = np.where(sigmas < 1, np.cos(np.pi * sigmas / 2), 0.0), np.sin(np.pi * sigmas / 2)
+  with np.errstate(divide='ignore'):
+    lambdas = np.log(alphas) - np.log(betas)
+  previous, previous_h = None, np.inf
+  for i in range(len(sigmas) - 1):
+    x0 = data_prediction(x, sigmas[i])
+    if i == len(sigmas) - 2:
+      return x0
+    h = lambdas[i + 1] - lambdas[i]
+    d = x0
+    if previous is not None and np.isfinite(previous_h):
+      r = previous_h / h
+      d = (1 + 1 / (2 * r)) * x0 - previous / (2 * r)
+    x = (betas[i + 1] / betas[i]) * x - alphas[i + 1] * (np.exp(-h) - 1) * d
+    previous, previous_h = x0, h
+  return x
+
+
+def _numpy_heun(data_prediction, x, sigmas):
+  """EDM's Algorithm 1 (Karras et al. 2022, deterministic Heun) in float64 on y = x / alpha against the
+  noise-to-signal ratio t = beta / alpha, with an Euler step from t = inf (sigma = 1, the DDIM step) and into
+  t = 0."""
+  for i in range(len(sigmas) - 1):
+    alpha, beta = np.cos(np.pi * sigmas[i] / 2), np.sin(np.pi * sigmas[i] / 2)
+    alpha_next, beta_next = np.cos(np.pi * sigmas[i + 1] / 2), np.sin(np.pi * sigmas[i + 1] / 2)
+    x0 = data_prediction(x, sigmas[i])
+    if sigmas[i] >= 1.0:
+      x = alpha_next * x0 + beta_next * (x - alpha * x0) / beta
+      continue
+    y, t, t_next = x / alpha, beta / alpha, beta_next / alpha_next
+    d = (y - x0) / t
+    y_next = y + (t_next - t) * d
+    if sigmas[i + 1] > 0:
+      d_next = (y_next - data_prediction(alpha_next * y_next, sigmas[i + 1])) / t_next
+      y_next = y + (t_next - t) * (d + d_next) / 2
+    x = alpha_next * y_next
+  return x
+
+
+@pytest.mark.parametrize('method,reference', [('dpmpp_2m', _numpy_dpmpp_2m), ('heun', _numpy_heun)])
+@pytest.mark.parametrize('schedule,sigma_start', [('linear', 1.0), ('log_snr', 1.0), ('cosine', 0.7)])
+def test_higher_order_steps_match_their_published_updates(method, reference, schedule, sigma_start):
+  params, mixture = _linear_params(), _signal()
+  settings = _settings(steps=9, method=method, schedule=schedule, sigma_start=sigma_start)
+  initial = _signal(seed=3) if sigma_start < 1 else None
+  rng = jax.random.key(7)
+  start = np.stack([np.asarray(noise.shaped_normal(jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
+      rng, b), 0), 0), (LENGTH, CHANNELS), None), np.float64) for b in range(BATCH)])
+  if initial is not None:
+    start = np.cos(np.pi * sigma_start / 2) * np.asarray(initial, np.float64) + np.sin(np.pi * sigma_start / 2) * start
+  expected = reference(lambda x, sigma: _linear_data_prediction(params, mixture, x, sigma), start,
+                       settings.sigmas())
+  out = sampler.compiled_sampler(_linear_network(), settings)(params, mixture, rng, initial)
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+GAUSSIAN_STD = 0.5
+
+
+def _gaussian_network() -> Network:
+  """The exact v for data x0 ~ N(mean, 0.5^2) per sample, the mean being the mixture: E[x0 | x] is linear in x."""
+
+  def denoise(params, x, sigma, mean):
+    alpha, beta = _alpha_beta(sigma[:, None, None])
+    x0 = mean + alpha * GAUSSIAN_STD**2 / (alpha**2 * GAUSSIAN_STD**2 + beta**2) * (x - alpha * mean)
+    return (alpha * x - x0) / beta
+
+  return Network(lambda params, mixture: mixture, denoise)
+
+
+@pytest.mark.parametrize('method,order', [('ddim', 1), ('dpmpp_2m', 2), ('heun', 2)])
+def test_convergence_order_on_the_gaussian_probability_flow(method, order):
+  """For Gaussian data the probability-flow ODE from x(1) = z ends at mean + 0.5 z; halving the step of the
+  log-SNR grid divides the error by about 2^order."""
+  mean, rng = _signal(seed=4), jax.random.key(3)
+  z = np.stack([np.asarray(noise.shaped_normal(jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
+      rng, b), 0), 0), (LENGTH, CHANNELS), None), np.float64) for b in range(BATCH)])
+  exact = np.asarray(mean, np.float64) + GAUSSIAN_STD * z
+  errors = []
+  for steps in (32, 64):
+    settings = _settings(steps=steps, method=method, schedule='log_snr')
+    out = np.asarray(sampler.compiled_sampler(_gaussian_network(), settings)({}, mean, rng), np.float64)
+    errors.append(np.sqrt(np.mean((out - exact) ** 2)))
+  assert 2**order * 0.85 < errors[0] / errors[1] < 2**order * 1.25
+
+
+def test_evaluations_count_heuns_corrector():
+  assert _settings(steps=10, method='heun').evaluations == 18  # Euler from sigma = 1 and into sigma = 0.
+  assert _settings(steps=10, method='heun', sigma_start=0.5, start='direct').evaluations == 19
+  assert _settings(steps=10, method='dpmpp_2m').evaluations == 10
+  assert _settings(steps=0).evaluations == 0
+
+
+def test_multistep_weights_are_first_order_where_the_log_snr_is_infinite():
+  weights = sampler.multistep_weights(np.linspace(1, 0, 6))
+  assert weights[0] == weights[1] == weights[-1] == 0.0 and np.all(weights[2:-1] > 0)
+  grid = np.array([0.8, 0.5, 0.2, 0.0])
+  snr = -np.log(np.tan(np.pi * grid[:3] / 2))
+  np.testing.assert_allclose(sampler.multistep_weights(grid), [0.0, (snr[2] - snr[1]) / (2 * (snr[1] - snr[0])), 0.0])
 
 
 def test_step_coefficients_edge_cases():
@@ -187,9 +316,10 @@ def test_refinement_noise_changes_the_result_when_eta_is_positive():
   assert np.max(np.abs(deterministic - stochastic)) > 1e-2
 
 
-def test_scan_equals_python_loop():
+@pytest.mark.parametrize('method', sampler.METHODS)
+def test_scan_equals_python_loop(method):
   params, mixture = _linear_params(), _signal()
-  settings = _settings(steps=8, eta=0.5, cutoff_hz=1000.0, num_samples=2)
+  settings = _settings(steps=8, method=method, eta=0.5, cutoff_hz=1000.0, num_samples=2)
   rng = jax.random.key(3)
   scanned = sampler.compiled_sampler(_linear_network(), settings)(params, mixture, rng)
   looped = sampler.sample_with_python_loop(_linear_network(), settings, params, mixture, rng)

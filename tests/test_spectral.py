@@ -1,6 +1,7 @@
 """The spectral models: the STFT against scipy, the mask baseline's round trip and training, the generator's
 x0 parameterisation, Min-SNR weighting against a float64 formula, and their config checks."""
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,10 +9,12 @@ import pytest
 from scipy import signal
 
 from diffvox_jax import diffusion, sampler
-from diffvox_jax.config import ConfigError, load_config
+from diffvox_jax.config import ConfigError, load_config, validate
 from diffvox_jax.models import build_model, parameter_counts
 from diffvox_jax.models.spectral import BETA_FLOOR
 from diffvox_jax.models.stft import istft, stft
+from diffvox_jax.train import checkpoint as checkpoint_lib
+from diffvox_jax.train import loop
 from diffvox_jax.train import state as state_lib
 from diffvox_jax.train import step as step_lib
 
@@ -180,3 +183,61 @@ def test_config_checks_for_the_spectral_kinds():
     load_config('mir1k_spectral', ['--config.model.kind=image'])
   with pytest.raises(ConfigError, match='loss_weighting'):
     load_config('mir1k_spectral', ['--config.diffusion.loss_weighting=snr'])
+
+
+def _export(folder, config, params):
+  """Writes an exported model (config.json + params.msgpack) the way `export_for_inference` lays it out."""
+  checkpoint_lib.write_atomically(folder / checkpoint_lib.PARAMS_FILE, flax.serialization.msgpack_serialize(params))
+  checkpoint_lib.save_config(folder, config)
+
+
+def test_a_frozen_conditioner_from_a_trained_mask_model_stays_fixed_while_the_generator_learns(tmp_path):
+  baseline_config = _tiny('mask')
+  baseline = build_model(baseline_config)
+  mixture = _audio(batch=4, time=1024, channels=1)
+  baseline_params = baseline.init(jax.random.key(5), mixture, jnp.ones((4,)), mixture)['params']
+  _export(tmp_path / 'baseline', baseline_config, jax.device_get(baseline_params))
+
+  config = _tiny('refiner', **{'optim.peak_lr': 1e-2, 'optim.weight_decay': 0.1})
+  config.model.spectral.conditioner_from = str(tmp_path / 'baseline')
+  config = validate(config)
+  model = build_model(config)
+  state = jax.jit(lambda rng: state_lib.create_train_state(model, config, rng))(jax.random.key(0))
+  state = state_lib.with_conditioner(state, loop.pretrained_conditioner(str(tmp_path / 'baseline')), 'baseline')
+  train_step = jax.jit(step_lib.make_train_step(model, config))
+  batch = {'vocals': np.asarray(mixture) * 0.5, 'mixture': np.asarray(mixture)}
+  generator_before = jax.device_get(state.params['generator'])
+  for step in range(3):
+    state, _ = train_step(state, batch, jax.random.key(step))
+  for tree in (state.params, state.ema_params):  # not even weight decay reaches it.
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(tree['conditioner']),
+                 jax.device_get(baseline_params['conditioner']))
+  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), jax.device_get(state.params['generator']),
+                         generator_before)
+  assert all(jax.tree.leaves(changed))
+  network = sampler.model_network(model)  # its direct estimate is the baseline's own.
+  np.testing.assert_allclose(network.estimate(state.params, mixture)[1],
+                             sampler.model_network(baseline).estimate(baseline_params, mixture)[1], atol=1e-6)
+
+
+def test_the_generator_that_sees_the_mixture_reads_its_spectrum_and_the_mask():
+  config = _tiny('spectral')
+  config.model.spectral.residual = False
+  x, mixture = _audio(batch=1, time=1024, channels=1), _audio(batch=1, time=1024, channels=1, seed=1)
+  shapes = {}
+  for sees in (False, True):
+    config.model.spectral.generator_sees_mixture = sees
+    params = build_model(config).init(jax.random.key(0), x, jnp.ones((1,)), mixture)['params']
+    shapes[sees] = params['generator']['input']['kernel'].shape[0]
+  assert shapes[True] - shapes[False] == 2 * (N_FFT // 2 + 1)  # log1p|M| and the mask, one channel.
+
+
+def test_a_frozen_conditioner_needs_a_source_that_matches():
+  with pytest.raises(ConfigError, match='conditioner_from'):
+    load_config('mir1k_refiner', ['--config.model.spectral.conditioner_from='])
+  config = _tiny('refiner')
+  model = build_model(config)
+  state = jax.eval_shape(lambda rng: state_lib.create_train_state(model, config, rng), jax.random.key(0))
+  wrong = jax.tree.map(lambda leaf: np.zeros(leaf.shape[:-1] + (leaf.shape[-1] + 1,)), state.params['conditioner'])
+  with pytest.raises(ConfigError, match='model.spectral.conditioner_from=elsewhere: its conditioner does not match'):
+    state_lib.with_conditioner(state, wrong, 'elsewhere')

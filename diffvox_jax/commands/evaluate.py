@@ -17,31 +17,21 @@ baselines are deterministic and run once. BSS Eval costs about 50 s of CPU per 4
 import itertools
 import pathlib
 
-import ml_collections
 from absl import flags
 
-from diffvox_jax import config as config_lib
-from diffvox_jax import evaluate, schedules, separate
+from diffvox_jax import evaluate, separate
 from diffvox_jax.commands import common
 from diffvox_jax.data import pipeline
 from diffvox_jax.train import checkpoint as checkpoint_lib
 
 FLAGS = flags.FLAGS
-SAMPLER_FLAGS = (('steps', 'steps'), ('eta', 'eta'), ('cutoff-hz', 'cutoff_hz'), ('schedule', 'schedule'),
-                 ('samples', 'num_samples'))
-
-
 def define_flags() -> None:
   flags.DEFINE_string('checkpoint', None, 'training workdir or exported model folder (config.json beside it).')
   flags.DEFINE_bool('ema', True, 'use the EMA parameters of a training workdir (--noema: the raw parameters).')
   flags.DEFINE_string('dataset', None, 'prepared tfds dataset name (default: the config\'s eval.dataset).')
   flags.DEFINE_string('split', None, 'split to evaluate (default: the config\'s eval.split).')
   flags.DEFINE_string('data-dir', None, 'folder of the prepared datasets (default: the config\'s data.data_dir).')
-  flags.DEFINE_integer('steps', None, 'sampling steps T (default: the config\'s sampler.steps).')
-  flags.DEFINE_float('eta', None, 'stochastic refinement level in [0, 1]; 0 = deterministic DDIM.')
-  flags.DEFINE_float('cutoff-hz', None, 'high-pass cut-off of the refinement noise in Hz; 0 = white noise.')
-  flags.DEFINE_enum('schedule', None, sorted(schedules.SCHEDULES), 'sigma grid.')
-  flags.DEFINE_integer('samples', None, 'samples per chunk, averaged (ensemble size).')
+  common.define_sampler_flags()
   flags.DEFINE_integer('seed', None, 'base random seed (default: the config\'s seed); run k of a track uses its own '
                        'key derived from it.')
   flags.DEFINE_integer('runs', None, 'model evaluations per track (default: the config\'s eval.runs).')
@@ -52,16 +42,6 @@ def define_flags() -> None:
                        'separates the next tracks; e.g. the number of CPU cores on a GPU machine.')
   flags.DEFINE_string('label', None, 'the model\'s name in the tables (default: the checkpoint folder\'s name).')
   flags.DEFINE_string('out', None, 'output folder.')
-
-
-def resolved_config(config: ml_collections.ConfigDict, seed: int | None,
-                    sampler_overrides: dict) -> ml_collections.ConfigDict:
-  """The checkpoint's config with the sampler (and seed) overrides, validated."""
-  for field, value in sampler_overrides.items():
-    config.sampler[field] = type(config.sampler[field])(value)
-  if seed is not None:
-    config.seed = seed
-  return config_lib.validate(config)
 
 
 def main(argv: list[str]) -> None:
@@ -78,8 +58,9 @@ def main(argv: list[str]) -> None:
   try:
     config, params = checkpoint_lib.load_for_inference(separate.resolve_checkpoint(FLAGS.checkpoint),
                                                        use_ema=FLAGS.ema)
-    overrides = {field: FLAGS[flag].value for flag, field in SAMPLER_FLAGS if FLAGS[flag].value is not None}
-    config = resolved_config(config, FLAGS.seed, overrides)
+    if FLAGS.seed is not None:
+      config.seed = FLAGS.seed
+    config = common.apply_sampler_overrides(config, common.sampler_overrides())
   except (ValueError, OSError) as error:
     common.fail(str(error))
   dataset = FLAGS.dataset or config.eval.dataset

@@ -19,7 +19,7 @@ import sys
 import jax
 from absl import flags
 
-from diffvox_jax import audio, sampler, schedules, separate
+from diffvox_jax import audio, sampler, separate
 from diffvox_jax.commands import common
 from diffvox_jax.train import checkpoint as checkpoint_lib
 
@@ -33,12 +33,7 @@ def define_flags() -> None:
                       'name of a packaged model (diffvox_jax/pretrained/NAME); default: the packaged default.')
   flags.DEFINE_string('out', None, 'output folder.')
   flags.DEFINE_bool('ema', True, 'use the EMA parameters of a training workdir (--noema: the raw parameters).')
-  flags.DEFINE_integer('steps', None, 'sampling steps T (default: the config\'s sampler.steps); 0 = the model\'s '
-                       'one-pass direct estimate, no diffusion.')
-  flags.DEFINE_float('eta', None, 'stochastic refinement level in [0, 1]; 0 = deterministic DDIM.')
-  flags.DEFINE_float('cutoff-hz', None, 'high-pass cut-off of the refinement noise in Hz; 0 = white noise.')
-  flags.DEFINE_enum('schedule', None, sorted(schedules.SCHEDULES), 'sigma grid.')
-  flags.DEFINE_integer('samples', None, 'samples per chunk, averaged (ensemble size).')
+  common.define_sampler_flags()
   flags.DEFINE_float('chunk-seconds', None, 'chunk length in seconds (rounded to a multiple of the down-sampling).')
   flags.DEFINE_float('overlap', None, 'overlap of neighbouring chunks, as a fraction of a chunk.')
   flags.DEFINE_integer('batch-size', None, 'chunks per sampler call.')
@@ -47,24 +42,12 @@ def define_flags() -> None:
   flags.DEFINE_integer('seed', 0, 'random seed (the same seed gives the same output).')
   flags.DEFINE_string('refine', None, 'a vocal estimate of the (single) INPUT to refine instead of starting from '
                       'noise; needs --sigma-start below 1.')
-  flags.DEFINE_float('sigma-start', None, 'noise level the refinement starts from, in (0, 1).')
-  flags.DEFINE_enum('start', None, ['noise', 'direct'], "where sampling starts (default: the config's "
-                    "sampler.start): 'direct' refines the model's own one-pass estimate from --sigma-start, "
-                    "'noise' starts from pure noise (or from --refine's estimate).")
 
 
 def sampler_settings(config) -> sampler.SamplerSettings:
   """The config's sampler settings with the command-line overrides."""
-  overrides = {field: FLAGS[flag].value for flag, field in (
-      ('steps', 'steps'), ('eta', 'eta'), ('cutoff-hz', 'cutoff_hz'), ('schedule', 'schedule'),
-      ('samples', 'num_samples'), ('sigma-start', 'sigma_start')) if FLAGS[flag].value is not None}
-  if FLAGS.start is not None:
-    overrides['start'] = FLAGS.start
-  if FLAGS.refine is not None:
-    overrides['start'] = 'noise'  # the estimate passed in is the starting point.
-  elif overrides.get('start', config.sampler.get('start', 'noise')) == 'noise':
-    overrides.setdefault('sigma_start', 1.0)
-  return sampler.SamplerSettings.from_config(config, **overrides)
+  config = common.apply_sampler_overrides(config, common.sampler_overrides(), refining=FLAGS.refine is not None)
+  return sampler.SamplerSettings.from_config(config)
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[tuple[pathlib.Path, str]], list[str]]:

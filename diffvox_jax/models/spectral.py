@@ -12,7 +12,8 @@ MaskEstimator (the conditioner, and the whole 'mask' baseline), per frame of the
 
 The frame features after the second dense are the conditioning handed to the generator.
 
-SpectralGenerator (the 'spectral' kind's denoiser), per frame, from X = stft(x_sigma), the conditioning h and sigma:
+SpectralGenerator (the 'spectral' kind's denoiser), per frame, from X = stft(x_sigma), the conditioning h and sigma
+(with `generator_sees_mixture`, log1p|M| and the conditioner's mask join the first concatenation):
 
     [log1p|X|, h] -> dense -> LayerNorm -> FiLM(sigma) -> tanh -> BLSTM x layers -> [., h] -> dense -> ReLU ->
     dense -> complex coefficients a, b (channels x bins);  x0_hat = istft(a * X + b * M)
@@ -52,6 +53,8 @@ class SpectralSpec:
   audio_channels: int
   residual: bool = True
   detach_conditioner: bool = True
+  freeze_conditioner: bool = False
+  generator_sees_mixture: bool = False
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SpectralSpec':
@@ -60,7 +63,9 @@ class SpectralSpec:
                generator_hidden=spectral.generator_hidden, generator_layers=spectral.generator_layers,
                fourier_features=spectral.fourier_features, audio_channels=config.data.channels,
                residual=bool(spectral.get('residual', True)),
-               detach_conditioner=bool(spectral.get('detach_conditioner', True)))
+               detach_conditioner=bool(spectral.get('detach_conditioner', True)),
+               freeze_conditioner=bool(spectral.get('freeze_conditioner', False)),
+               generator_sees_mixture=bool(spectral.get('generator_sees_mixture', False)))
 
   @property
   def bins(self) -> int:
@@ -119,7 +124,10 @@ class SpectralGenerator(nn.Module):
     time = x_sigma.shape[1]
     noisy, mix = stft(x_sigma, spec.n_fft, spec.hop), stft(mixture, spec.n_fft, spec.hop)
     modulation = SigmaEmbedding(spec.fourier_features, spec.generator_hidden, name='sigma_embedding')(sigma)
-    h = nn.Dense(spec.generator_hidden, name='input')(jnp.concatenate([_frame_features(noisy), features], axis=-1))
+    inputs = [_frame_features(noisy), features]
+    if spec.generator_sees_mixture:  # what a second stage needs to correct the first: the mixture and its mask.
+      inputs += [_frame_features(mix), mask.reshape(mask.shape[:2] + (-1,))]
+    h = nn.Dense(spec.generator_hidden, name='input')(jnp.concatenate(inputs, axis=-1))
     h = jnp.tanh(FiLM(name='film')(nn.LayerNorm(name='input_norm')(h), modulation))
     h = BLSTM(spec.generator_hidden, spec.generator_layers, name='blstm')(h)
     h = nn.relu(nn.Dense(spec.generator_hidden, name='hidden')(jnp.concatenate([h, features], axis=-1)))
@@ -154,7 +162,9 @@ class SpectralDiffDMX(nn.Module):
 
   def condition(self, mixture: jax.Array) -> Conditioning:
     features, mask, estimate = self.conditioner(mixture)
-    if self.spec.detach_conditioner:  # L_diff then trains the generator only; the conditioner learns from L_rec.
+    if self.spec.freeze_conditioner:  # a fixed first stage: no gradient reaches it (the optimizer skips it too).
+      features, mask, estimate = jax.lax.stop_gradient((features, mask, estimate))
+    elif self.spec.detach_conditioner:  # L_diff then trains the generator only; the conditioner learns from L_rec.
       features, mask = jax.lax.stop_gradient(features), jax.lax.stop_gradient(mask)
     return Conditioning((features, mask, mixture.astype(jnp.float32)), None, estimate)
 

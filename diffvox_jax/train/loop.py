@@ -23,7 +23,7 @@ from tensorboardX import SummaryWriter
 from diffvox_jax import config as config_lib
 from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import parallel, validation
-from diffvox_jax.train.state import TrainState
+from diffvox_jax.train.state import TrainState, with_conditioner
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -218,6 +218,15 @@ def evaluate(eval_step, params, batches: Sequence[dict[str, jax.Array]], rng: ja
   return totals
 
 
+def pretrained_conditioner(source: str) -> Any:
+  """The conditioner parameters of the trained model `source` (a packaged name, a workdir or an export; its EMA
+  weights): a 'mask' model's whole network or a 'spectral' model's conditioner."""
+  from diffvox_jax import separate
+
+  _, params = checkpoint_lib.load_for_inference(separate.resolve_checkpoint(source))
+  return params['conditioner']
+
+
 def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The run's base keys (initialisation, training, validation), `fold_in(key(seed), 0 / 1 / 2)`.
 
@@ -266,6 +275,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   restored = checkpoint_lib.restore_checkpoint(manager, parallel.abstract_sharded_state(model, config, mesh))
   if restored is None:
     state = parallel.create_sharded_state(model, config, init_rng, mesh)
+    source = config.model.spectral.get('conditioner_from', '') if config.model.kind == 'spectral' else ''
+    if source:
+      state = with_conditioner(state, pretrained_conditioner(source), source)
+      announce(f'conditioner initialised from {source}')
   else:
     state, iterator_state = restored
     train_data.set_state(iterator_state)

@@ -7,8 +7,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
+from diffvox_jax import config as config_lib
 from diffvox_jax.train import optimizer as optimizer_lib
 
 
@@ -45,3 +47,20 @@ def create_train_state(model: nn.Module, config: ml_collections.ConfigDict, rng:
   params = jax.tree.map(lambda p: p.astype(jnp.float32), params)
   opt_state = optimizer_lib.make_optimizer(config).init(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=opt_state)
+
+
+def with_conditioner(state: TrainState, conditioner: Any, source: str) -> TrainState:
+  """`state` with the parameters (and their EMA) under `conditioner` replaced by `conditioner`, a pytree of the
+  same structure and shapes from the model `source` (named in the error when they differ), placed as the leaves
+  they replace."""
+  own = state.params['conditioner']
+  if jax.tree.structure(own) != jax.tree.structure(conditioner) or any(
+      a.shape != b.shape for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(conditioner), strict=True)):
+    raise config_lib.ConfigError(f'model.spectral.conditioner_from={source}: its conditioner does not match this '
+                                 'model.spectral (hidden, layers, n_fft, channels)')
+
+  def placed():  # a fresh copy per call: params and EMA must not share buffers (the train step donates both).
+    return jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding), conditioner, own)
+
+  return state.replace(params={**state.params, 'conditioner': placed()},
+                       ema_params={**state.ema_params, 'conditioner': placed()})
