@@ -67,6 +67,8 @@ def get_config() -> ml_collections.ConfigDict:
   # freeze_conditioner the generator alone trains, refining that model's fixed estimate. '' = random init.
   spectral.conditioner_from = ''
   spectral.freeze_conditioner = False
+  # The diffusion.data_scale the conditioner was trained at (0 = this config's): it reads the mixture in those units.
+  spectral.conditioner_data_scale = 0.0
   spectral.generator_sees_mixture = False  # the generator's frame input adds log1p|M| and the conditioner's mask.
   model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   model.attention_impl = 'auto'  # 'auto' | 'xla' | 'cudnn' | 'blockwise' (memory-efficient, any device).

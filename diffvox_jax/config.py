@@ -206,7 +206,8 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
-  """Rebuilds a config saved by `to_json` (lists become tuples, as in the config files)."""
+  """Rebuilds a config saved by `to_json` (lists become tuples, as in the config files). Fields added to
+  `configs/base.py` since it was saved take their base values, which keep the behaviour it was saved with."""
 
   def tuples(value):
     if isinstance(value, list):
@@ -215,4 +216,14 @@ def from_json(text: str) -> ml_collections.ConfigDict:
       return {k: tuples(v) for k, v in value.items()}
     return value
 
-  return validate(ml_collections.ConfigDict(tuples(json.loads(text))))
+  def with_missing(saved: dict, defaults: dict) -> dict:
+    merged = dict(saved)
+    for key, value in defaults.items():
+      if key not in merged:
+        merged[key] = value
+      elif isinstance(value, dict) and isinstance(merged[key], dict):
+        merged[key] = with_missing(merged[key], value)
+    return merged
+
+  saved = tuples(json.loads(text))
+  return validate(ml_collections.ConfigDict(with_missing(saved, load_config('base').to_dict())))

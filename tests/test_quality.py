@@ -21,11 +21,15 @@ from diffvox_jax.train import state as state_lib
 from diffvox_jax.train import validation
 
 
-def _bench_quality():
-  spec = importlib.util.spec_from_file_location('bench_quality', REPO_ROOT / 'tools' / 'bench_quality.py')
+def _tool(name: str):
+  spec = importlib.util.spec_from_file_location(name, REPO_ROOT / 'tools' / f'{name}.py')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def _bench_quality():
+  return _tool('bench_quality')
 
 
 def _tracks(lengths=(16000, 8000), seed=0):
@@ -124,3 +128,22 @@ def test_spectrogram_image_is_a_normalised_single_channel_stack():
   image = validation.spectrogram_image([tone, np.zeros(4096)])
   assert image.shape[0] == 1 and image.shape[1] == 2 * 257 and image.min() >= 0 and image.max() == 1.0
   assert image[0, :257].max() == 1.0 and image[0, 257:].max() == 0.0  # silence sits 80 dB down, at 0.
+
+
+def test_the_frontier_spends_each_budget_with_the_most_steps_that_fit():
+  frontier = _tool('bench_frontier')
+  assert [frontier.steps_for('ddim', n, 1.0) for n in (1, 2, 10)] == [1, 2, 10]
+  assert [frontier.steps_for('heun', n, 1.0) for n in (1, 2, 4, 5, 10)] == [1, 2, 3, 3, 6]  # 2 T - 2 from noise
+  assert [frontier.steps_for('heun', n, 0.5) for n in (1, 2, 3, 10)] == [1, 1, 2, 5]  # 2 T - 1 from an estimate
+
+
+def test_the_frontier_summary_against_hand_picked_points():
+  frontier = _tool('bench_frontier')
+  point = lambda method, init, eta, nfe, usdr: dict(method=method, init=init, eta=eta, nfe=nfe, usdr=usdr)  # noqa: E731
+  points = [point('ddim', 'noise', 0.0, 50, 7.0), point('ddim', 'noise', 0.4, 50, 7.3),
+            point('ddim', 'direct', 0.0, 50, 9.0),  # not the reference: ddim50 starts from noise.
+            point('heun', 'noise', 0.0, 10, 7.25), point('heun', 'noise', 0.0, 6, 7.1),
+            point('dpmpp_2m', 'direct', 0.4, 4, 7.15), point('dpmpp_2m', 'direct', 0.4, 20, 7.2)]
+  summary = frontier.summarize(points)
+  assert summary == {'ddim50_usdr': 7.3, 'best10_usdr': 7.25, 'best10_method': 'heun/noise/eta0',
+                     'best5_usdr': 7.15, 'nfe_to_match_ddim50': 10}

@@ -203,7 +203,9 @@ def test_a_frozen_conditioner_from_a_trained_mask_model_stays_fixed_while_the_ge
   config = validate(config)
   model = build_model(config)
   state = jax.jit(lambda rng: state_lib.create_train_state(model, config, rng))(jax.random.key(0))
-  state = state_lib.with_conditioner(state, loop.pretrained_conditioner(str(tmp_path / 'baseline')), 'baseline')
+  source_config, conditioner = loop.pretrained_conditioner(str(tmp_path / 'baseline'))
+  loop.check_conditioner_units(config, source_config, 'baseline')
+  state = state_lib.with_conditioner(state, conditioner, 'baseline')
   train_step = jax.jit(step_lib.make_train_step(model, config))
   batch = {'vocals': np.asarray(mixture) * 0.5, 'mixture': np.asarray(mixture)}
   generator_before = jax.device_get(state.params['generator'])
@@ -215,9 +217,14 @@ def test_a_frozen_conditioner_from_a_trained_mask_model_stays_fixed_while_the_ge
   changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), jax.device_get(state.params['generator']),
                          generator_before)
   assert all(jax.tree.leaves(changed))
-  network = sampler.model_network(model)  # its direct estimate is the baseline's own.
-  np.testing.assert_allclose(network.estimate(state.params, mixture)[1],
+  # Its direct estimate is the baseline's own, though its network runs at data_scale 10 and the baseline's at 1.
+  scale = config.diffusion.data_scale
+  assert scale == 10 and baseline_config.diffusion.data_scale == 1
+  np.testing.assert_allclose(sampler.model_network(model).estimate(state.params, scale * mixture)[1] / scale,
                              sampler.model_network(baseline).estimate(baseline_params, mixture)[1], atol=1e-6)
+  config.model.spectral.conditioner_data_scale = 10.0
+  with pytest.raises(ConfigError, match='conditioner_data_scale=10 but baseline was trained at 1'):
+    loop.check_conditioner_units(config, source_config, 'baseline')
 
 
 def test_the_generator_that_sees_the_mixture_reads_its_spectrum_and_the_mask():

@@ -5,6 +5,7 @@ end-to-end tests with the real model, the real input pipeline and real processes
 """
 
 import functools
+import json
 import math
 from typing import NamedTuple
 
@@ -331,3 +332,11 @@ def test_loss_terms_use_the_configured_weights():
   assert float(total) == pytest.approx(float(terms['reconstruction_mse']), rel=1e-6)
   assert float(terms['v_mse']) > 0 and float(terms['latent_mse']) > 0
   assert set(terms) == {'loss', 'v_mse', 'latent_mse', 'reconstruction_mse'}
+
+
+def test_a_config_saved_before_a_field_existed_loads_with_the_fields_base_value():
+  saved = json.loads(config_lib.to_json(config_lib.load_config('mir1k_spectral', ['--config.sampler.eta=0.3'])))
+  del saved['sampler']['method'], saved['model']['spectral']['conditioner_from']
+  loaded = config_lib.from_json(json.dumps(saved))
+  assert loaded.sampler.method == 'ddim' and loaded.model.spectral.conditioner_from == ''
+  assert loaded.sampler.eta == 0.3 and loaded.model.kind == 'spectral'  # what was saved stays.

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from diffvox_jax import config as config_lib
 from diffvox_jax import evaluate
 from diffvox_jax.train import checkpoint as checkpoint_lib
 
@@ -59,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
   tracks = bench.mir1k_dev(pathlib.Path(args.data), args.every)
   mixture_scores = [bench.metrics.usdr(t.vocals, t.mixture) for t in tracks]
   base_config, params = checkpoint_lib.load_for_inference(args.checkpoint, use_ema=not args.raw)
+  fields = config_lib.load_config('base').sampler  # every sampler field, with its type (older configs lack some).
   rows = {}
   for name, overrides in map(parse_point, args.point):
     config = base_config.copy_and_resolve_references()
     for key, value in overrides.items():
-      if key not in config.sampler:
+      if key not in fields:
         raise SystemExit(f'--point {name}: sampler has no field {key!r}')
-      config.sampler[key] = type(config.sampler[key])(value)
+      config.sampler[key] = type(fields[key])(value)
     system = evaluate.model_system(config, params, pathlib.Path('unused'), runs=1)
     start = time.perf_counter()
     result = bench.score(tracks, lambda track, system=system: system.estimate(track, 0), mixture_scores, False)

@@ -135,8 +135,15 @@ def loop_and_conditioner_ratios(config, params, chunks: np.ndarray) -> dict:
   scan = seconds_of('lax.scan sampler', sampler.compiled_sampler(network, settings), params, mixture, rng)
   loop = seconds_of('python loop sampler', lambda *a: sampler.sample_with_python_loop(network, settings, *a),
                     params, mixture, rng)
-  # The conditioner inside every generator call: the mixture itself is what gets carried as "features".
-  every_step = sampler.Network(lambda p, m: m, lambda p, x, s, m: network.denoise(p, x, s, network.condition(p, m)))
+  # The conditioner inside every generator call: the mixture itself is what gets carried as "features". Passed
+  # through an optimisation barrier together with the step's state, its input depends on the step for XLA, which
+  # could otherwise hoist the loop-invariant conditioner out of the scan (and so run it once after all).
+
+  def denoise_with_conditioner(p, x, s, m):
+    m, x = jax.lax.optimization_barrier((m, x))
+    return network.denoise(p, x, s, network.condition(p, m))
+
+  every_step = sampler.Network(lambda p, m: m, denoise_with_conditioner)
   every = seconds_of('conditioner every step', sampler.compiled_sampler(every_step, settings), params, mixture,
                      rng)
   return {'scan_seconds': scan, 'loop_seconds': loop, 'scan_vs_loop': loop / scan,

@@ -55,6 +55,7 @@ class SpectralSpec:
   detach_conditioner: bool = True
   freeze_conditioner: bool = False
   generator_sees_mixture: bool = False
+  conditioner_gain: float = 1.0  # the conditioner's features read the mixture times this (its units / ours).
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SpectralSpec':
@@ -65,11 +66,18 @@ class SpectralSpec:
                residual=bool(spectral.get('residual', True)),
                detach_conditioner=bool(spectral.get('detach_conditioner', True)),
                freeze_conditioner=bool(spectral.get('freeze_conditioner', False)),
-               generator_sees_mixture=bool(spectral.get('generator_sees_mixture', False)))
+               generator_sees_mixture=bool(spectral.get('generator_sees_mixture', False)),
+               conditioner_gain=conditioner_gain(config))
 
   @property
   def bins(self) -> int:
     return self.n_fft // 2 + 1
+
+
+def conditioner_gain(config: ml_collections.ConfigDict) -> float:
+  """`model.spectral.conditioner_data_scale / diffusion.data_scale` (1 when the former is 0: the same units)."""
+  scale = float(config.diffusion.get('data_scale', 1.0))
+  return float(config.model.spectral.get('conditioner_data_scale', 0.0) or scale) / scale
 
 
 def _frame_features(spectrum: jax.Array) -> jax.Array:
@@ -103,7 +111,8 @@ class MaskEstimator(nn.Module):
   def __call__(self, mixture: jax.Array) -> tuple[jax.Array, jax.Array]:
     spec = self.spec
     spectrum = stft(mixture, spec.n_fft, spec.hop)
-    h = jnp.tanh(nn.LayerNorm(name='input_norm')(nn.Dense(spec.hidden, name='input')(_frame_features(spectrum))))
+    frames = _frame_features(spectrum * spec.conditioner_gain)  # the mask is scale-free: applied to `spectrum`.
+    h = jnp.tanh(nn.LayerNorm(name='input_norm')(nn.Dense(spec.hidden, name='input')(frames)))
     h = jnp.concatenate([h, BLSTM(spec.hidden, spec.layers, name='blstm')(h)], axis=-1)
     features = nn.relu(nn.LayerNorm(name='features_norm')(nn.Dense(spec.hidden, name='features')(h)))
     mask = nn.sigmoid(nn.Dense(spec.audio_channels * spec.bins, name='mask')(features))

@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
 from diffvox_jax import config as config_lib
+from diffvox_jax.models import spectral as models_spectral
 from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import parallel, validation
 from diffvox_jax.train.state import TrainState, with_conditioner
@@ -218,13 +219,23 @@ def evaluate(eval_step, params, batches: Sequence[dict[str, jax.Array]], rng: ja
   return totals
 
 
-def pretrained_conditioner(source: str) -> Any:
-  """The conditioner parameters of the trained model `source` (a packaged name, a workdir or an export; its EMA
-  weights): a 'mask' model's whole network or a 'spectral' model's conditioner."""
+def check_conditioner_units(config: ml_collections.ConfigDict, source_config: ml_collections.ConfigDict,
+                            source: str) -> None:
+  """Raises ConfigError unless this config's conditioner reads the mixture in the units `source` was trained in."""
+  trained = float(source_config.diffusion.get('data_scale', 1.0)) * models_spectral.conditioner_gain(source_config)
+  ours = float(config.diffusion.data_scale) * models_spectral.conditioner_gain(config)
+  if abs(trained - ours) > 1e-9 * trained:
+    raise config_lib.ConfigError(f'model.spectral.conditioner_data_scale={ours:g} but {source} was trained at '
+                                 f'{trained:g}')
+
+
+def pretrained_conditioner(source: str) -> tuple[ml_collections.ConfigDict, Any]:
+  """The config and conditioner parameters of the trained model `source` (a packaged name, a workdir or an export;
+  its EMA weights): a 'mask' model's whole network or a 'spectral' model's conditioner."""
   from diffvox_jax import separate
 
-  _, params = checkpoint_lib.load_for_inference(separate.resolve_checkpoint(source))
-  return params['conditioner']
+  source_config, params = checkpoint_lib.load_for_inference(separate.resolve_checkpoint(source))
+  return source_config, params['conditioner']
 
 
 def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -277,7 +288,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     state = parallel.create_sharded_state(model, config, init_rng, mesh)
     source = config.model.spectral.get('conditioner_from', '') if config.model.kind == 'spectral' else ''
     if source:
-      state = with_conditioner(state, pretrained_conditioner(source), source)
+      source_config, conditioner = pretrained_conditioner(source)
+      check_conditioner_units(config, source_config, source)
+      state = with_conditioner(state, conditioner, source)
       announce(f'conditioner initialised from {source}')
   else:
     state, iterator_state = restored
