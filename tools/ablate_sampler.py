@@ -6,12 +6,12 @@
 Each `--point NAME:field=value,...` overrides `config.sampler` fields of the checkpoint's config (an empty list is
 the checkpoint's own settings). Clips are every `--every`-th MIR-1K dev clip (sorted by name, so both singers
 appear). Prints one row per point (median and mean uSDR, share above the mixture, seconds), writes JSON, and ends
-with `best=NAME best_usdr=X direct_usdr=X` (direct_usdr: the point named `direct`, if any).
+with `best=NAME best_usdr=X direct_usdr=X` (direct_usdr: the point named `direct`, if any). `--checkpoint` takes a
+packaged model's name too.
 """
 
 import argparse
 import ast
-import importlib.util
 import json
 import pathlib
 import sys
@@ -20,16 +20,11 @@ import time
 import numpy as np
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import evaluate
+from diffvox_jax import evaluate, separate
 from diffvox_jax.train import checkpoint as checkpoint_lib
 
-
-def _bench_quality():
-  path = pathlib.Path(__file__).resolve().parent / 'bench_quality.py'
-  spec = importlib.util.spec_from_file_location('bench_quality', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import bench_quality  # noqa: E402 (a sibling script)
 
 
 def parse_point(text: str) -> tuple[str, dict]:
@@ -48,18 +43,18 @@ def parse_point(text: str) -> tuple[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  bench = _bench_quality()
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--checkpoint', required=True)
-  parser.add_argument('--data', default=str(bench.DATA))
+  parser.add_argument('--data', default=str(bench_quality.DATA))
   parser.add_argument('--every', type=int, default=4)
   parser.add_argument('--point', action='append', required=True, help='NAME:field=value,... (repeatable)')
   parser.add_argument('--raw', action='store_true', help='a workdir\'s raw parameters instead of the EMA ones')
   parser.add_argument('--out', default='ablation.json')
   args = parser.parse_args(argv)
-  tracks = bench.mir1k_dev(pathlib.Path(args.data), args.every)
-  mixture_scores = [bench.metrics.usdr(t.vocals, t.mixture) for t in tracks]
-  base_config, params = checkpoint_lib.load_for_inference(args.checkpoint, use_ema=not args.raw)
+  tracks = bench_quality.mir1k_dev(pathlib.Path(args.data), args.every)
+  mixture_scores = [bench_quality.metrics.usdr(t.vocals, t.mixture) for t in tracks]
+  base_config, params = checkpoint_lib.load_for_inference(separate.resolve_checkpoint(args.checkpoint),
+                                                            use_ema=not args.raw)
   fields = config_lib.load_config('base').sampler  # every sampler field, with its type (older configs lack some).
   rows = {}
   for name, overrides in map(parse_point, args.point):
@@ -70,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
       config.sampler[key] = type(fields[key])(value)
     system = evaluate.model_system(config, params, pathlib.Path('unused'), runs=1)
     start = time.perf_counter()
-    result = bench.score(tracks, lambda track, system=system: system.estimate(track, 0), mixture_scores, False)
+    result = bench_quality.score(tracks, lambda track, system=system: system.estimate(track, 0), mixture_scores, False)
     result['overrides'], result['seconds'] = overrides, time.perf_counter() - start
     rows[name] = result
     print(f'{name:24s} median {result["median"]:6.2f}  mean {result["mean"]:6.2f}  beats mixture '

@@ -18,7 +18,6 @@ method/init/eta; nfe_to_match: the fewest evaluations of any setting within 0.1 
 """
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import sys
@@ -29,18 +28,13 @@ import numpy as np
 from diffvox_jax import evaluate, metrics, sampler, separate
 from diffvox_jax.train import checkpoint as checkpoint_lib
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import bench_quality  # noqa: E402 (a sibling script)
+
 NFES = (1, 2, 4, 6, 10, 20, 50)
 QUICK_NFES = (1, 2, 4, 6, 10, 20)
 QUICK_EVERY = 8
 MATCH_DB = 0.1
-
-
-def _bench_quality():
-  path = pathlib.Path(__file__).resolve().parent / 'bench_quality.py'
-  spec = importlib.util.spec_from_file_location('bench_quality', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def steps_for(method: str, nfe: int, sigma_start: float) -> int:
@@ -97,10 +91,9 @@ def plot(points: list[dict], path: pathlib.Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-  bench = _bench_quality()
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--checkpoint', default=bench.MODEL, help='model: packaged name, folder or workdir')
-  parser.add_argument('--data', default=str(bench.DATA), help='the shared data folder')
+  parser.add_argument('--checkpoint', default=bench_quality.MODEL, help='model: packaged name, folder or workdir')
+  parser.add_argument('--data', default=str(bench_quality.DATA), help='the shared data folder')
   parser.add_argument('--every', type=int, default=1, help='use every N-th MIR-1K dev clip (1 = all 78)')
   parser.add_argument('--quick', action='store_true', help=f'every {QUICK_EVERY}th clip, NFE up to 20')
   parser.add_argument('--methods', default=','.join(sampler.METHODS))
@@ -116,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
   nfes = [int(n) for n in args.nfe.split(',')] if args.nfe else list(QUICK_NFES if args.quick else NFES)
   checkpoint = separate.resolve_checkpoint(args.checkpoint)
   base_config, params = checkpoint_lib.load_for_inference(checkpoint)
-  tracks = bench.mir1k_dev(pathlib.Path(args.data), every)
+  tracks = bench_quality.mir1k_dev(pathlib.Path(args.data), every)
   start = time.perf_counter()
   points = []
   for method in args.methods.split(','):
