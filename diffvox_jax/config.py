@@ -137,7 +137,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if sampler.steps < 0 or (kind == 'mask' and sampler.steps):
     raise ConfigError(f'sampler.steps={sampler.steps} must be at least 0 (and 0 for model.kind=mask, which has no '
                       'generator)')
-  if sampler.get('method', 'ddim') not in SAMPLER_METHODS:
+  if sampler.method not in SAMPLER_METHODS:
     raise ConfigError(f'sampler.method={sampler.method!r} is not one of {SAMPLER_METHODS}')
   if sampler.get('start', 'noise') not in SAMPLER_STARTS:
     raise ConfigError(f'sampler.start={sampler.start!r} is not one of {SAMPLER_STARTS}')
@@ -196,7 +196,7 @@ def validate_spectral(spectral: ml_collections.ConfigDict) -> None:
     raise ConfigError('model.spectral.layers and generator_layers must be at least 1')
   if spectral.fourier_features < 2 or spectral.fourier_features % 2:
     raise ConfigError(f'model.spectral.fourier_features={spectral.fourier_features} must be even')
-  if spectral.get('freeze_conditioner', False) and not spectral.get('conditioner_from', ''):
+  if spectral.freeze_conditioner and not spectral.conditioner_from:
     raise ConfigError('model.spectral.freeze_conditioner needs model.spectral.conditioner_from (a trained model '
                       'to freeze)')
 

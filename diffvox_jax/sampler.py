@@ -150,7 +150,7 @@ class SamplerSettings:
   def from_config(cls, config: ml_collections.ConfigDict, **overrides) -> 'SamplerSettings':
     """Settings from `config.sampler` and `config.data.sample_rate`; keyword arguments replace fields."""
     sampler = config.sampler
-    fields = dict(steps=int(sampler.steps), method=str(sampler.get('method', 'ddim')),
+    fields = dict(steps=int(sampler.steps), method=str(sampler.method),
                   schedule=str(sampler.schedule), eta=float(sampler.eta),
                   cutoff_hz=float(sampler.cutoff_hz), filter_order=int(sampler.filter_order),
                   sample_rate=int(config.data.sample_rate), num_samples=int(sampler.num_samples),

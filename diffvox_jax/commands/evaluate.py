@@ -25,6 +25,8 @@ from diffvox_jax.data import pipeline
 from diffvox_jax.train import checkpoint as checkpoint_lib
 
 FLAGS = flags.FLAGS
+
+
 def define_flags() -> None:
   flags.DEFINE_string('checkpoint', None, 'training workdir or exported model folder (config.json beside it).')
   flags.DEFINE_bool('ema', True, 'use the EMA parameters of a training workdir (--noema: the raw parameters).')

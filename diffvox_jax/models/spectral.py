@@ -65,8 +65,8 @@ class SpectralSpec:
                fourier_features=spectral.fourier_features, audio_channels=config.data.channels,
                residual=bool(spectral.get('residual', True)),
                detach_conditioner=bool(spectral.get('detach_conditioner', True)),
-               freeze_conditioner=bool(spectral.get('freeze_conditioner', False)),
-               generator_sees_mixture=bool(spectral.get('generator_sees_mixture', False)),
+               freeze_conditioner=bool(spectral.freeze_conditioner),
+               generator_sees_mixture=bool(spectral.generator_sees_mixture),
                conditioner_gain=conditioner_gain(config))
 
   @property
@@ -77,7 +77,7 @@ class SpectralSpec:
 def conditioner_gain(config: ml_collections.ConfigDict) -> float:
   """`model.spectral.conditioner_data_scale / diffusion.data_scale` (1 when the former is 0: the same units)."""
   scale = float(config.diffusion.get('data_scale', 1.0))
-  return float(config.model.spectral.get('conditioner_data_scale', 0.0) or scale) / scale
+  return float(config.model.spectral.conditioner_data_scale or scale) / scale
 
 
 def _frame_features(spectrum: jax.Array) -> jax.Array:

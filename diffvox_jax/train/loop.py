@@ -286,7 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   restored = checkpoint_lib.restore_checkpoint(manager, parallel.abstract_sharded_state(model, config, mesh))
   if restored is None:
     state = parallel.create_sharded_state(model, config, init_rng, mesh)
-    source = config.model.spectral.get('conditioner_from', '') if config.model.kind == 'spectral' else ''
+    source = config.model.spectral.conditioner_from if config.model.kind == 'spectral' else ''
     if source:
       source_config, conditioner = pretrained_conditioner(source)
       check_conditioner_units(config, source_config, source)

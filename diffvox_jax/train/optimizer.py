@@ -37,7 +37,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 def frozen_conditioner(config: ml_collections.ConfigDict) -> bool:
   """Whether the spectral model's conditioner stays as initialised (`model.spectral.freeze_conditioner`)."""
-  return config.model.kind == 'spectral' and bool(config.model.spectral.get('freeze_conditioner', False))
+  return config.model.kind == 'spectral' and bool(config.model.spectral.freeze_conditioner)
 
 
 def _conditioner_labels(params: dict) -> dict:
