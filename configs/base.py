@@ -78,14 +78,16 @@ def get_config() -> ml_collections.ConfigDict:
   model.generator = gen = ml_collections.ConfigDict()
   gen.channels = 32  # [C] channels at the first level, doubled at every factor > 1.
   gen.blocks = PAPER_BLOCKS  # [C] residual blocks per level.
-  # [?] The paper says the 4 deepest levels; attending at D/8 is implausibly costly (about 2.6 TFLOP per 3 s
-  # forward, see diffvox_jax/models/__init__.py), so attention runs at the D/32 levels only.
+  # [?] The paper says the 4 deepest levels; wide attention at D/8 is implausibly costly (about 2.6 TFLOP per 3 s
+  # forward, see diffvox_jax/models/__init__.py), so the default attends at the D/32 levels only; the literal
+  # reading, with narrow attention at D/8, is configs/diffdmx_rt_literal.py.
   gen.attention = DEEPEST_TWO
   gen.inject = DEEPEST_FOUR  # [C] conditioner features injected in the 4 deepest levels.
   gen.kernel_size = 3  # [?] a-unet default.
   gen.groups = 8  # [?] GroupNorm groups.
   gen.attention_heads = 8  # [?]
   gen.attention_head_dim = 32  # [?] chosen to meet the parameter count and a plausible compute budget.
+  gen.attention_heads_per_level = ()  # heads at each level (used where `attention` is on); () = attention_heads.
   gen.fourier_features = 1024  # [C] random Fourier feature channels of sigma (sin and cos of 512 frequencies).
   gen.modulation_features = 512  # [?] width of the 3-layer GELU MLP fed to every FiLM (meets 15.9 M params).
   gen.bottleneck_blocks = 1  # [?] residual blocks at the deepest resolution, between encoder and decoder.
@@ -99,6 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
   cond.attention = DEEPEST_TWO  # [?] the paper's "4 deepest levels" read as for the generator (RT variant).
   cond.attention_heads = 8  # [?]
   cond.attention_head_dim = 64  # [?]
+  cond.attention_heads_per_level = ()  # heads at each level (used where `attention` is on); () = attention_heads.
   cond.transformer_layers = 6  # [C] rotary-position transformer at the bottleneck (RT variant); 0 = none.
   cond.transformer_dim = 512  # [?] projected width inside the transformer.
   cond.transformer_heads = 8  # [?]
@@ -117,10 +120,12 @@ def get_config() -> ml_collections.ConfigDict:
   # conditioner's direct estimate (H_128, gradient stopped), and the sampler adds that estimate back, so sampling
   # refines the one-pass estimate with training and sampling seeing the same distribution (cf. StoRM, SGMSE).
   diffusion.target = 'vocals'
-  # [?] The network works on audio multiplied by data_scale: mixture and vocals in training (so the losses are in
-  # those units), mixture and initial estimate in sampling, whose result is divided by it. 1.0 is the paper's raw
-  # waveform; vocals near 0.05 RMS then sit below the noise at almost every training sigma, so small, briefly
-  # trained models need about 10 (configs/demo.py; measured in diffvox_jax/demo.py).
+  # [?] The network works on audio multiplied by data_scale = k: mixture and vocals in training, mixture and
+  # initial estimate in sampling, whose result is divided by it. 1.0 is the paper's raw waveform; vocals near
+  # 0.05 RMS then sit below the noise at almost every training sigma, so small, briefly trained models need about
+  # 10 (configs/demo.py). k != 1 is not neutral: it shifts every sigma's log-SNR by 2 ln k, multiplies the
+  # auxiliary losses (L_lat, L_rec) by k^2 against L_diff, and makes the sampler's refinement noise 20 log10 k dB
+  # weaker relative to the vocals, so the paper's eta and cut-off optimum need not carry over (docs/paper.md).
   diffusion.data_scale = 1.0
 
   config.sampler = sampler = ml_collections.ConfigDict()

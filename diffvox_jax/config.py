@@ -165,9 +165,21 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
+def level_heads(network: ml_collections.ConfigDict, levels: int) -> tuple[int, ...]:
+  """Attention heads at each of `levels` levels of `model.generator` or `model.conditioner`:
+  `attention_heads_per_level`, or `attention_heads` at every level where that is empty (or absent)."""
+  per_level = tuple(network.get('attention_heads_per_level', ()))
+  return per_level or (network.attention_heads,) * levels
+
+
 def validate_model_details(model: ml_collections.ConfigDict) -> None:
-  """Model fields beyond the level lists: sizes, the conditioner's compression and the latent tap."""
+  """Model fields beyond the level lists: sizes, per-level heads, the conditioner's compression and latent tap."""
   gen, cond = model.generator, model.conditioner
+  for name, network in (('generator', gen), ('conditioner', cond)):
+    heads = level_heads(network, len(model.factors))
+    if len(heads) != len(model.factors) or min(heads) < 1:
+      raise ConfigError(f'model.{name}.attention_heads_per_level={tuple(network.attention_heads_per_level)} needs '
+                        f'one positive head count per level ({len(model.factors)} levels), or () for attention_heads')
   if model.attention_block < 1:
     raise ConfigError(f'model.attention_block={model.attention_block} must be at least 1')
   if gen.fourier_features < 2 or gen.fourier_features % 2:

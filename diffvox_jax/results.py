@@ -8,11 +8,10 @@ Layout under a system's results folder (files written atomically, so an interrup
 Statistics (`summarize`), for each metric m of the vocals (uSDR of the whole track; museval SDR/SIR/SAR/ISR as the
 median over the 1 s frames of a track, NaN frames ignored):
 
-- `median` / `mean`: the median / mean over tracks of the per-track value averaged over runs (the paper's
-  statistic is the median over tracks);
-- `median_runs_mean` / `median_runs_std`: the mean / population std over runs of the per-run median over tracks.
-  This is how the paper's "mean of 5 evaluations" of a median (stochastic samplers) is defined here; with one
-  run it equals `median`.
+- `median_runs_mean` / `median_runs_std`: the mean / population std over runs of the per-run median over tracks:
+  the paper's statistic ("mean of 5 evaluations" of the median over tracks), the headline of every table;
+- `median` / `mean`: the median / mean over tracks of the per-track value averaged over runs, shown beside it
+  (with one run, `median` equals `median_runs_mean`).
 """
 
 import json
@@ -28,8 +27,8 @@ from diffvox_jax.train.checkpoint import write_atomically
 
 SUMMARY_METRICS = ('usdr',) + metrics.BSS_METRICS
 STATISTICS = ('vocals only. usdr: SDX23 global SDR of the whole track; SDR/SIR/SAR/ISR: museval v4, median over 1 s '
-              'frames. median/mean: over tracks of the per-track value averaged over runs; median_runs_mean/std: '
-              'mean/std over runs of the median over tracks (the paper: mean of 5 evaluations). dB.')
+              'frames. median_runs_mean/std: mean/std over runs of the median over tracks (the paper\'s statistic, the '
+              'headline); median/mean: over tracks of the per-track value averaged over runs. dB.')
 
 
 def write_json(path: str | pathlib.Path, data: Any) -> None:
@@ -120,17 +119,19 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
 
 def summary_markdown(summary: dict) -> str:
   """The evaluation summary as a Markdown table, one row per system."""
-  headers = ['system', 'runs', 'uSDR median', 'uSDR mean', 'uSDR median, mean ± std over runs', 'SDR median',
-             'SIR median', 'SAR median']
+  headers = ['system', 'runs', 'uSDR (paper: median, mean ± std over runs)', 'uSDR median of run means',
+             'uSDR mean', 'SDR median', 'SIR median', 'SAR median']
   rows = []
   for system in summary['systems'].values():
     m = system['metrics']
-    rows.append([system['label'], system['runs'], format_db(m['usdr']['median']), format_db(m['usdr']['mean']),
-                 format_db(m['usdr']['median_runs_mean'], m['usdr']['median_runs_std']),
+    usdr = m['usdr']
+    rows.append([system['label'], system['runs'], format_db(usdr['median_runs_mean'], usdr['median_runs_std']),
+                 format_db(usdr['median']), format_db(m['usdr']['mean']),
                  format_db(m['SDR']['median']), format_db(m['SIR']['median']), format_db(m['SAR']['median'])])
   intro = (f'{summary["dataset"]} / {summary["split"]}: {len(summary["tracks"])} tracks. uSDR: SDX23 global SDR of '
-           'the whole track; SDR/SIR/SAR: museval v4, median over a track\'s frames; all in dB, statistics over tracks '
-           'of the per-track value averaged over runs.\n\n')
+           'the whole track; SDR/SIR/SAR: museval v4, median over a track\'s frames; all in dB. The headline is the '
+           'paper\'s statistic: the median over tracks of each run, averaged over runs; the other columns are '
+           'statistics over tracks of the per-track value averaged over runs.\n\n')
   return intro + markdown_table(headers, rows)
 
 
@@ -142,11 +143,12 @@ def write_summary(out_dir: str | pathlib.Path, summary: dict) -> None:
 
 
 def headline(system_summary: dict) -> dict[str, float | int | None]:
-  """The numbers a results table shows for one system of a summary, flat: `usdr_median`, `usdr_mean`,
-  `usdr_runs_mean`, `usdr_runs_std` (over runs of the median over tracks), `SDR_median`, `SIR_median`,
-  `SAR_median`, `ISR_median`, `tracks`, `runs`."""
+  """The numbers a results table shows for one system of a summary, flat: `usdr` (the paper's statistic, the
+  headline: mean over runs of the median over tracks, equal to `usdr_runs_mean`), `usdr_runs_std`, `usdr_median`
+  and `usdr_mean` (over tracks of the run-averaged value), `SDR_median`, `SIR_median`, `SAR_median`,
+  `ISR_median`, `tracks`, `runs`."""
   m = system_summary['metrics']
-  row = {'usdr_median': m['usdr']['median'], 'usdr_mean': m['usdr']['mean'],
+  row = {'usdr': m['usdr']['median_runs_mean'], 'usdr_median': m['usdr']['median'], 'usdr_mean': m['usdr']['mean'],
          'usdr_runs_mean': m['usdr']['median_runs_mean'], 'usdr_runs_std': m['usdr']['median_runs_std']}
   row.update({f'{name}_median': m[name]['median'] for name in metrics.BSS_METRICS})
   row.update(tracks=m['usdr']['tracks'], runs=system_summary['runs'])

@@ -31,7 +31,7 @@ def _draw(axes, lines: dict[str, list[tuple[float, float]]], colors: dict[str, s
 
 
 def plot_sweep(rows: Sequence[dict], names: Sequence[str], x: str, path: str | pathlib.Path, *,
-               y_key: str = 'usdr_median', baselines: dict | None = None, reference_rows: Sequence[dict] = (),
+               y_key: str = 'usdr', baselines: dict | None = None, reference_rows: Sequence[dict] = (),
                reference_title: str = 'reference', title: str = 'this evaluation') -> None:
   """Writes a PNG of `y_key` against field `x`, one line per combination of the other fields.
 
@@ -40,7 +40,7 @@ def plot_sweep(rows: Sequence[dict], names: Sequence[str], x: str, path: str | p
     names: the swept fields.
     x: the field on the horizontal axis (numeric).
     path: the PNG to write (atomically).
-    y_key: the result to plot (default the median uSDR over tracks).
+    y_key: the result to plot (default the paper's uSDR: the median over tracks, mean over runs).
     baselines: `{label: {y_key: value}}` drawn as horizontal dashed lines.
     reference_rows: rows of the same form (e.g. the paper's numbers), drawn in a second panel with the same colours.
     reference_title: title of that panel.

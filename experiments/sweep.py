@@ -45,7 +45,8 @@ from experiments import plotting
 MODES = ('product', 'zip')
 RESULT_FILE = 'result.json'
 RunPoint = Callable[[ml_collections.ConfigDict, pathlib.Path], dict]  # (resolved config, point dir) -> results.
-TABLE_COLUMNS = (('usdr_median', 'uSDR median'), ('usdr_mean', 'uSDR mean'), ('SDR_median', 'SDR median'),
+TABLE_COLUMNS = (('usdr', 'uSDR (median, mean over runs)'), ('usdr_median', 'uSDR median of run means'),
+                 ('usdr_mean', 'uSDR mean'), ('SDR_median', 'SDR median'),
                  ('SIR_median', 'SIR median'))
 
 

@@ -101,8 +101,8 @@ def baseline_headlines(entries: Sequence[dict]) -> dict[str, dict]:
 
 
 def _ours(headline: dict) -> list[str]:
-  return [results.format_db(headline['usdr_median']),
-          results.format_db(headline['usdr_runs_mean'], headline['usdr_runs_std']) if headline['runs'] > 1 else '',
+  return [results.format_db(headline['usdr'], headline['usdr_runs_std'] if headline['runs'] > 1 else None),
+          results.format_db(headline['usdr_median']) if headline['runs'] > 1 else '',
           results.format_db(headline['SIR_median'])]
 
 

@@ -96,6 +96,24 @@ def test_statistics_over_runs_and_tracks():
   assert results.metric_statistics(np.full((1, 2), np.nan))['median'] is None
 
 
+def test_the_headline_is_the_papers_mean_over_runs_of_the_median():
+  """Two runs of three tracks where the two statistics differ: per-run medians 2 and 6 (mean 4, std 2), per-track
+  run means 3.5, 4.5, 5 (median 4.5)."""
+  values = np.array([[1.0, 2.0, 8.0],
+                     [6.0, 7.0, 2.0]])
+  stats = results.metric_statistics(values)
+  system = {'label': 'model', 'runs': 2,
+            'metrics': {'usdr': stats, **{name: results.metric_statistics(values) for name in metrics.BSS_METRICS}}}
+  headline = results.headline(system)
+  assert headline['usdr'] == pytest.approx(4.0) and headline['usdr_runs_std'] == pytest.approx(2.0)
+  assert headline['usdr_median'] == pytest.approx(4.5)
+  table = results.summary_markdown({'dataset': 'd', 'split': 's', 'tracks': ['a', 'b', 'c'],
+                                    'systems': {'model': system}})
+  header, _, row = table.strip().splitlines()[-3:]
+  assert header.split('|')[3].strip().startswith('uSDR (paper')
+  assert row.split('|')[3].strip() == '4.00 ± 2.00' and row.split('|')[4].strip() == '4.50'
+
+
 def test_run_systems_writes_results_and_resumes(tmp_path):
   """A stochastic stand-in system: run r scales the vocals by gains[r], so every uSDR is known in closed form."""
   gains = (0.5, 0.9)

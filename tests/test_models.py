@@ -297,6 +297,35 @@ def test_parameter_counts_land_within_five_percent_of_the_paper():
   assert plain['aux_heads'] == rt['aux_heads']
 
 
+def test_the_literal_attention_reading_keeps_the_paper_parameter_counts():
+  """configs/diffdmx_rt_literal.py: attention at the four deepest levels of both networks, narrow at D/8."""
+  config = load_config('diffdmx_rt_literal')
+  for network in (config.model.generator, config.model.conditioner):
+    assert tuple(network.attention) == (False, False, False, True, True, True, True)
+  literal, default = parameter_counts(config), parameter_counts(load_config('diffdmx_rt'))
+  assert literal['generator'] == pytest.approx(15.9e6, rel=0.05)
+  assert literal['conditioner'] == pytest.approx(82.9e6, rel=0.05)
+  assert literal['generator'] > default['generator'] and literal['conditioner'] > default['conditioner']
+
+
+def test_heads_per_level_change_only_the_attention_widths():
+  """One head instead of cpu_tiny's two at both levels: only the generator's attention projections shrink."""
+  fields = ('model.factors=(2, 2)', 'model.generator.blocks=(1, 1)', 'model.generator.attention=(True, True)',
+            'model.generator.inject=(False, True)', 'model.conditioner.attention=(False, False)')
+  uniform = parameter_counts(load_config('cpu_tiny', fields))
+  narrow = parameter_counts(load_config('cpu_tiny', fields + ('model.generator.attention_heads_per_level=(1, 1)',)))
+  assert narrow['conditioner'] == uniform['conditioner']
+  assert narrow['generator'] < uniform['generator']
+  with pytest.raises(ConfigError, match='attention_heads_per_level'):
+    load_config('cpu_tiny', ('model.generator.attention_heads_per_level=(2, 2)',))  # cpu_tiny has 7 levels.
+
+
+def test_paper_configs_train_on_all_100_musdb_training_tracks():
+  for name in ('diffdmx_rt', 'diffdmx_rt_literal', 'diffdmx_plain'):
+    assert load_config(name).data.train_split == 'train+validation'
+  assert load_config('cpu_tiny').data.train_split == 'train'  # the base default, used by the small configs.
+
+
 def test_parameter_counts_add_up_to_the_model_parameters(mini):
   config, _, variables, collections = mini
   counts = parameter_counts(config)

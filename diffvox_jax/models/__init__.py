@@ -19,11 +19,15 @@ the layouts. Decisions where the paper is silent (parameter counts are checked b
   and in the RT conditioner, whose transformer runs at D/128. Conditioning injection stays at the 4 deepest levels
   (1x1 convs, cheap). One generator forward of a 3 s chunk then costs 0.26 TFLOP (conditioner 0.90 TFLOP, once
   per chunk): 250 generator forwards (T=50 x 5 chunks) are about 66 TFLOP, in line with 8.45 s on a 12 GB GPU.
-  Attention levels, heads and widths are config fields: `model.generator.attention=(False,)*3+(True,)*4`
-  (and the same for `model.conditioner.attention`) restores the literal reading.
+  Attention levels, heads per level (`attention_heads_per_level`) and widths are config fields:
+  `configs/diffdmx_rt_literal.py` reads the paper literally with narrow attention (2 heads) at the D/8 levels of
+  both networks, keeping both parameter counts within 5% (its cost: docs/benchmarks.md).
+- The paper's "n x n" resampling conv at factor-1 levels (n = 1: a 1x1 conv that resamples nothing) is omitted:
+  at levels 1, 4 and 6 it would add 0.17 M parameters to the generator and 2.66 M to the conditioner (encoder and
+  decoder), taking the conditioner to 87.5 M, outside 5% of the paper's 82.9 M.
 - Parameter budget. Generator (paper 15.9 M, ours 16.06 M): the sigma embedding has 1024 random Fourier channels
   (the paper's "1024-channel random Fourier features") and a 512-wide 3-layer GELU MLP feeding every FiLM (a
-  1024-wide one would give 19.4 M); attention is 8 heads x 32; U-Net skips are added (scaled by 1/sqrt(2)); one
+  1024-wide one would give 22.1 M); attention is 8 heads x 32; U-Net skips are added (scaled by 1/sqrt(2)); one
   residual block at the bottleneck. Conditioner (paper 82.9 M RT, ours 84.8 M; whole plain model paper 71 M, ours
   72.0 M): UNIVERSE's kernels (5, 3, 3) at full width would give about 90 M for the plain conditioner alone, so the
   residual branch of each block runs at half width (Demucs' compressed residual branch); auxiliary paths are

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from diffvox_jax import config as config_lib
 from diffvox_jax.models.attention import SelfAttention
 from diffvox_jax.models.generator import check_length, level_widths
 from diffvox_jax.models.layers import ConditionerBlock, Downsample, PReLU, Upsample
@@ -48,7 +49,7 @@ class ConditionerSpec:
   groups: int
   compression: int
   attention: tuple[bool, ...]
-  attention_heads: int
+  level_heads: tuple[int, ...]  # attention heads at each level.
   attention_head_dim: int
   transformer_layers: int
   transformer_dim: int
@@ -66,7 +67,7 @@ class ConditionerSpec:
     return cls(
         channels=cond.channels, factors=tuple(model.factors), kernel_sizes=tuple(cond.kernel_sizes),
         groups=cond.groups, compression=cond.compression, attention=tuple(bool(a) for a in cond.attention),
-        attention_heads=cond.attention_heads, attention_head_dim=cond.attention_head_dim,
+        level_heads=config_lib.level_heads(cond, len(model.factors)), attention_head_dim=cond.attention_head_dim,
         transformer_layers=cond.transformer_layers, transformer_dim=cond.transformer_dim,
         transformer_heads=cond.transformer_heads, transformer_mlp_ratio=cond.transformer_mlp_ratio,
         latent_tap=cond.latent_tap, outputs=tuple(bool(i) for i in model.generator.inject),
@@ -103,7 +104,7 @@ class Conditioner(nn.Module):
     spec = self.spec
     h = ConditionerBlock(spec.kernel_sizes, spec.groups, spec.compression, self.dtype, name=f'{name}_block')(h)
     if spec.attention[level]:
-      h = SelfAttention(spec.attention_heads, spec.attention_head_dim, implementation=spec.attention_impl,
+      h = SelfAttention(spec.level_heads[level], spec.attention_head_dim, implementation=spec.attention_impl,
                         block=spec.attention_block, dtype=self.dtype, name=f'{name}_attention')(h)
     return h
 

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from diffvox_jax import config as config_lib
 from diffvox_jax.models.attention import SelfAttention
 from diffvox_jax.models.layers import Downsample, GeneratorResBlock, InjectFeatures, SigmaEmbedding, Upsample
 
@@ -57,7 +58,8 @@ class GeneratorSpec:
   bottleneck_attention: bool
   kernel_size: int
   groups: int
-  attention_heads: int
+  attention_heads: int  # at the bottleneck.
+  level_heads: tuple[int, ...]  # at each level.
   attention_head_dim: int
   fourier_features: int
   modulation_features: int
@@ -73,7 +75,8 @@ class GeneratorSpec:
         attention=tuple(bool(a) for a in gen.attention), inject=tuple(bool(i) for i in gen.inject),
         bottleneck_blocks=gen.bottleneck_blocks, bottleneck_attention=bool(gen.bottleneck_attention),
         kernel_size=gen.kernel_size, groups=gen.groups, attention_heads=gen.attention_heads,
-        attention_head_dim=gen.attention_head_dim, fourier_features=gen.fourier_features,
+        level_heads=config_lib.level_heads(gen, len(model.factors)), attention_head_dim=gen.attention_head_dim,
+        fourier_features=gen.fourier_features,
         modulation_features=gen.modulation_features, audio_channels=config.data.channels,
         attention_impl=model.attention_impl, attention_block=model.attention_block)
 
@@ -89,13 +92,14 @@ class Generator(nn.Module):
   spec: GeneratorSpec
   dtype: jnp.dtype = jnp.float32
 
-  def _stage(self, h: jax.Array, modulation: jax.Array, count: int, attention: bool, name: str) -> jax.Array:
-    """`count` residual blocks, each followed by self-attention when `attention`."""
+  def _stage(self, h: jax.Array, modulation: jax.Array, count: int, attention: bool, heads: int,
+             name: str) -> jax.Array:
+    """`count` residual blocks, each followed by self-attention with `heads` heads when `attention`."""
     spec = self.spec
     for j in range(count):
       h = GeneratorResBlock(spec.kernel_size, spec.groups, self.dtype, name=f'{name}_block_{j}')(h, modulation)
       if attention:
-        h = SelfAttention(spec.attention_heads, spec.attention_head_dim, implementation=spec.attention_impl,
+        h = SelfAttention(heads, spec.attention_head_dim, implementation=spec.attention_impl,
                           block=spec.attention_block, dtype=self.dtype, name=f'{name}_attention_{j}')(h)
     return h
 
@@ -128,12 +132,13 @@ class Generator(nn.Module):
     for i, factor in enumerate(spec.factors):
       if spec.inject[i]:
         h = InjectFeatures(self.dtype, name=f'encoder_{i}_inject')(h, features[i])
-      h = self._stage(h, modulation, spec.blocks[i], spec.attention[i], f'encoder_{i}')
+      h = self._stage(h, modulation, spec.blocks[i], spec.attention[i], spec.level_heads[i], f'encoder_{i}')
       skips.append(h)
       if factor > 1:
         h = Downsample(widths[i + 1], factor, self.dtype, name=f'encoder_{i}_down')(h)
 
-    h = self._stage(h, modulation, spec.bottleneck_blocks, spec.bottleneck_attention, 'bottleneck')
+    h = self._stage(h, modulation, spec.bottleneck_blocks, spec.bottleneck_attention, spec.attention_heads,
+                    'bottleneck')
 
     for i in reversed(range(len(spec.factors))):
       if spec.factors[i] > 1:
@@ -141,7 +146,7 @@ class Generator(nn.Module):
       h = (h + skips[i]) * jnp.asarray(2 ** -0.5, h.dtype)
       if spec.inject[i]:
         h = InjectFeatures(self.dtype, name=f'decoder_{i}_inject')(h, features[i])
-      h = self._stage(h, modulation, spec.blocks[i], spec.attention[i], f'decoder_{i}')
+      h = self._stage(h, modulation, spec.blocks[i], spec.attention[i], spec.level_heads[i], f'decoder_{i}')
 
     h = nn.silu(nn.GroupNorm(spec.groups, dtype=self.dtype, name='head_norm')(h))
     return nn.Conv(spec.audio_channels, (spec.kernel_size,), dtype=self.dtype, name='head')(h)
