@@ -314,3 +314,25 @@ def test_two_hosts_train_and_checkpoint_like_one_host_with_two_devices(tmp_path,
   single, _ = run_steps(global_batches, devices=2, overrides=('train.num_steps=2', 'train.checkpoint_every=2'))
   for leaf_multi, leaf_single in zip(jax.tree.leaves(saved['params']), jax.tree.leaves(single.params), strict=True):
     np.testing.assert_allclose(leaf_multi, leaf_single, rtol=1e-5, atol=1e-7)
+
+
+def test_device_check_trains_on_the_minutes_left_and_exports_the_ema_weights(tmp_path, overrides, compile_cache,
+                                                                              synthetic_data, straight_run):
+  """`tools/device_check.py --train-minutes`: the real loop on carried data, then the export `diffvox separate` reads
+  (the same model as `straight_run`, so the compilation cache it filled makes this quick)."""
+  out = tmp_path / 'out'
+  flags = [f'--train-override={override}' for override in overrides if not override.startswith('data.data_dir=')]
+  result = subprocess.run([sys.executable, str(REPO / 'tools' / 'device_check.py'), '--dry-run', '--sections', '',
+                           '--out', str(out), '--train-minutes', '10', '--train-config', 'cpu_tiny',
+                           '--train-data', str(synthetic_data), *flags],
+                          env=subprocess_env(compile_cache), capture_output=True, text=True, timeout=900, cwd=REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  trained = json.loads((out / 'device_check.json').read_text())['sections']['train']
+  assert trained['step'] == NUM_STEPS and trained['stopped'] == 'finished'
+  config, params = checkpoint.load_for_inference(out / 'model')
+  assert config.model.factors == (4, 4) and all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+  missing = subprocess.run([sys.executable, str(REPO / 'tools' / 'device_check.py'), '--sections', '', '--out',
+                            str(tmp_path / 'again'), '--train-minutes', '1', '--train-data', str(tmp_path / 'none')],
+                           env=subprocess_env(compile_cache), capture_output=True, text=True, timeout=300, cwd=REPO)
+  assert missing.returncode == 1
+  assert missing.stderr.strip().endswith(f'--train-data {tmp_path / "none"}: no such folder')
