@@ -268,6 +268,16 @@ def test_auto_attention_picks_blockwise_for_long_sequences_on_cpu():
     resolve_implementation('flash', 16, 16, jnp.float32)
 
 
+def test_auto_attention_per_backend():
+  """TPU: XLA's plain attention at any length; GPU: cuDNN in half precision, else as on a CPU."""
+  assert resolve_implementation('auto', 16384, 1024, jnp.float32, backend='tpu') == 'xla'
+  assert resolve_implementation('auto', 16384, 1024, jnp.bfloat16, backend='tpu') == 'xla'
+  assert resolve_implementation('auto', 4096, 1024, jnp.bfloat16, backend='gpu') == 'cudnn'
+  assert resolve_implementation('auto', 4096, 1024, jnp.float32, backend='gpu') == 'blockwise'
+  assert resolve_implementation('auto', 512, 1024, jnp.float32, backend='gpu') == 'xla'
+  assert resolve_implementation('blockwise', 512, 1024, jnp.float32, backend='tpu') == 'blockwise'
+
+
 def test_rotary_scores_depend_only_on_relative_position():
   rng = np.random.default_rng(11)
   query, key = rng.normal(size=(1, 1, 2, 8)), rng.normal(size=(1, 1, 2, 8))

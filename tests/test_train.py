@@ -7,6 +7,8 @@ end-to-end tests with the real model, the real input pipeline and real processes
 import functools
 import json
 import math
+import os
+import signal
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -340,3 +342,13 @@ def test_a_config_saved_before_a_field_existed_loads_with_the_fields_base_value(
   loaded = config_lib.from_json(json.dumps(saved))
   assert loaded.sampler.method == 'ddim' and loaded.model.spectral.conditioner_from == ''
   assert loaded.sampler.eta == 0.3 and loaded.model.kind == 'spectral'  # what was saved stays.
+
+
+def test_stop_signals_turn_sighup_into_a_stop_and_restore_the_handlers():
+  """A dropped ssh session (SIGHUP) stops training like SIGTERM; the first signal wins; handlers come back."""
+  previous = signal.getsignal(signal.SIGHUP)
+  with loop.StopSignals() as signals:
+    os.kill(os.getpid(), signal.SIGHUP)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert signals.agreed() == signal.SIGHUP
+  assert signal.getsignal(signal.SIGHUP) is previous

@@ -4,7 +4,7 @@
     diffvox train --workdir runs/tiny          # resume with the run's saved config.json
 
 Progress bar with steps/s, examples/s and loss; TensorBoard scalars in `WORKDIR/tensorboard`; checkpoints in
-`WORKDIR/checkpoints` every `train.checkpoint_every` steps and on SIGTERM/SIGINT (exit status 128 + signal).
+`WORKDIR/checkpoints` every `train.checkpoint_every` steps and on SIGTERM/SIGINT/SIGHUP (exit status 128 + signal).
 A non-finite loss stops the run (exit status 1) and keeps the last good checkpoint. Multi-host: set
 `--config.train.distributed=True` and start the same command on every host.
 """

@@ -8,8 +8,10 @@ Implementations of `multi_head_attention` (all take `(batch, tokens, heads, head
   block streams over key blocks with an online (running max and sum) softmax, so memory holds one
   `(batch, heads, block, block)` score tile at a time instead of `tokens x tokens`. Each query block is
   rematerialised in the backward pass, so gradients stay memory-efficient too. Works on every device.
-- 'auto': 'cudnn' on GPU for half-precision inputs, else 'blockwise' when the sequence is longer than the block,
-  else 'xla'.
+- 'auto': what runs best on each backend. TPU: 'xla' (XLA's TPU compiler fuses the plain form well at these
+  lengths, up to 16,384 tokens, where a `lax.map` over blocks would serialise it). GPU: 'cudnn' for half-precision
+  inputs; otherwise, and on CPU, 'blockwise' when the sequence is longer than the block (the memory fallback),
+  else 'xla'. Force one with `model.attention_impl` when memory is short.
 """
 
 import math
@@ -21,13 +23,17 @@ import jax.numpy as jnp
 from diffvox_jax.config import ATTENTION_IMPLS
 
 
-def resolve_implementation(implementation: str, tokens: int, block: int, dtype: jnp.dtype) -> str:
-  """Maps 'auto' to a concrete implementation for this backend, sequence length and dtype."""
+def resolve_implementation(implementation: str, tokens: int, block: int, dtype: jnp.dtype,
+                           backend: str | None = None) -> str:
+  """Maps 'auto' to a concrete implementation for `backend` (default: JAX's), sequence length and dtype."""
   if implementation not in ATTENTION_IMPLS:
     raise ValueError(f'attention implementation {implementation!r} is not one of {ATTENTION_IMPLS}')
   if implementation != 'auto':
     return implementation
-  if jax.default_backend() == 'gpu' and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+  backend = backend or jax.default_backend()
+  if backend == 'tpu':
+    return 'xla'
+  if backend == 'gpu' and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
     return 'cudnn'
   return 'blockwise' if tokens > block else 'xla'
 

@@ -26,7 +26,8 @@ from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import parallel, validation
 from diffvox_jax.train.state import TrainState, with_conditioner
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGHUP too: a dropped `gcloud ... ssh --worker=all` session hangs up every host of a pod at once.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class CheckpointableIterator(Protocol):
@@ -53,7 +54,7 @@ class TrainingInterrupted(RuntimeError):
 
 
 class StopSignals:
-  """Context manager that turns SIGTERM/SIGINT into a flag checked between dispatches (first signal wins);
+  """Context manager that turns SIGTERM/SIGINT/SIGHUP into a flag checked between dispatches (first signal wins);
   the previous handlers come back on exit. Outside the main thread no handler can be installed: a no-op."""
 
   def __init__(self):
