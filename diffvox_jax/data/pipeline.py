@@ -20,7 +20,9 @@ position. One example (`CropSampler`):
 5. mixture = vocals + accompaniment, the float32 sum computed last.
 Sources in `data.sources` (`'musdb18hq:1.0,synthetic:0.5'`) are interleaved by weight (`grain.MapDataset.mix`).
 Hosts take disjoint slices of the example sequence (`process_index::process_count`), so the global batch of
-`process_count` hosts holds exactly the examples a single host would batch.
+`process_count` hosts holds the same examples as a single host's batch, but in another order (host i's examples
+form the i-th block of rows, where one host interleaves them): an example lands on another row, draws the sigma and
+noise of that row's key, and a multi-host run is not bit-identical to a single-host one.
 """
 
 import dataclasses
