@@ -73,6 +73,10 @@ def get_config() -> ml_collections.ConfigDict:
   model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   model.attention_impl = 'auto'  # 'auto' | 'xla' | 'cudnn' | 'blockwise' (memory-efficient, any device).
   model.attention_block = 1024  # query block length of the blockwise attention.
+  # Rematerialisation: '' (none), or a jax.checkpoint_policies name ('nothing_saveable' recomputes everything,
+  # 'dots_with_no_batch_dims_saveable' keeps the matmul outputs) under which every residual block, self-attention
+  # and transformer layer is recomputed in the backward pass: less activation memory for more compute.
+  model.remat = ''
   model.factors = PAPER_FACTORS  # [C] time down-sampling per level, shared by generator and conditioner.
 
   model.generator = gen = ml_collections.ConfigDict()

@@ -9,6 +9,7 @@ import math
 import pathlib
 from collections.abc import Iterable
 
+import jax
 import ml_collections
 
 from diffvox_jax import schedules
@@ -175,6 +176,9 @@ def level_heads(network: ml_collections.ConfigDict, levels: int) -> tuple[int, .
 def validate_model_details(model: ml_collections.ConfigDict) -> None:
   """Model fields beyond the level lists: sizes, per-level heads, the conditioner's compression and latent tap."""
   gen, cond = model.generator, model.conditioner
+  remat = model.get('remat', '')
+  if remat and not callable(getattr(jax.checkpoint_policies, remat, None)):
+    raise ConfigError(f'model.remat={remat!r} is not a jax.checkpoint_policies name (or \'\' for none)')
   for name, network in (('generator', gen), ('conditioner', cond)):
     heads = level_heads(network, len(model.factors))
     if len(heads) != len(model.factors) or min(heads) < 1:

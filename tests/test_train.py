@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from diffvox_jax import config as config_lib
+from diffvox_jax.models import build_model
 from diffvox_jax.train import checkpoint, loop, optimizer, parallel, step
 from diffvox_jax.train import state as state_lib
 
@@ -352,3 +353,26 @@ def test_stop_signals_turn_sighup_into_a_stop_and_restore_the_handlers():
     os.kill(os.getpid(), signal.SIGTERM)
     assert signals.agreed() == signal.SIGHUP
   assert signal.getsignal(signal.SIGHUP) is previous
+
+
+@pytest.mark.slow
+def test_rematerialisation_gives_the_same_loss_and_gradients():
+  """`model.remat` changes what the backward pass stores, not what it computes (float32, tight tolerance)."""
+  overrides = ('model.factors=(4, 4)', 'model.generator.blocks=(1, 1)', 'model.generator.attention=(False, True)',
+               'model.generator.inject=(False, True)', 'model.conditioner.attention=(False, True)',
+               'model.conditioner.transformer_layers=1', 'model.generator.channels=4', 'model.generator.groups=2',
+               'model.conditioner.channels=4', 'model.conditioner.groups=2', 'data.segment=1024', 'train.batch_size=2')
+  plain = config_lib.load_config('cpu_tiny', overrides)
+  remat = config_lib.load_config('cpu_tiny', overrides + ("model.remat='nothing_saveable'",))
+  params = state_lib.create_train_state(build_model(plain), plain, jax.random.key(0)).params
+  rng = np.random.default_rng(0)
+  batch = {key: jnp.asarray(0.1 * rng.standard_normal((2, 1024, 2)), jnp.float32) for key in ('vocals', 'mixture')}
+  fast_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
+  results = [fast_jit(jax.grad(step.make_loss_fn(build_model(config), config), has_aux=True))(
+      params, batch, jax.random.key(3)) for config in (plain, remat)]
+  (plain_grads, plain_terms), (remat_grads, remat_terms) = results
+  np.testing.assert_allclose(remat_terms['loss'], plain_terms['loss'], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(remat_grads), jax.tree.leaves(plain_grads), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+  with pytest.raises(config_lib.ConfigError, match='model.remat'):
+    config_lib.load_config('cpu_tiny', ("model.remat='save_everything_please'",))

@@ -35,7 +35,7 @@ import ml_collections
 from diffvox_jax import config as config_lib
 from diffvox_jax.models.attention import SelfAttention
 from diffvox_jax.models.generator import check_length, level_widths
-from diffvox_jax.models.layers import ConditionerBlock, Downsample, PReLU, Upsample
+from diffvox_jax.models.layers import ConditionerBlock, Downsample, PReLU, Upsample, rematerialised
 from diffvox_jax.models.transformer import BottleneckTransformer
 
 
@@ -60,6 +60,7 @@ class ConditionerSpec:
   audio_channels: int
   attention_impl: str
   attention_block: int
+  remat: str = ''  # `config.model.remat`: a jax.checkpoint_policies name, or '' for none.
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'ConditionerSpec':
@@ -72,7 +73,7 @@ class ConditionerSpec:
         transformer_heads=cond.transformer_heads, transformer_mlp_ratio=cond.transformer_mlp_ratio,
         latent_tap=cond.latent_tap, outputs=tuple(bool(i) for i in model.generator.inject),
         audio_channels=config.data.channels, attention_impl=model.attention_impl,
-        attention_block=model.attention_block)
+        attention_block=model.attention_block, remat=model.get('remat', ''))
 
 
 class ConditionerOutput(NamedTuple):
@@ -102,10 +103,12 @@ class Conditioner(nn.Module):
 
   def _block(self, h: jax.Array, level: int, name: str) -> jax.Array:
     spec = self.spec
-    h = ConditionerBlock(spec.kernel_sizes, spec.groups, spec.compression, self.dtype, name=f'{name}_block')(h)
+    h = rematerialised(ConditionerBlock, spec.remat)(spec.kernel_sizes, spec.groups, spec.compression, self.dtype,
+                                                     name=f'{name}_block')(h)
     if spec.attention[level]:
-      h = SelfAttention(spec.level_heads[level], spec.attention_head_dim, implementation=spec.attention_impl,
-                        block=spec.attention_block, dtype=self.dtype, name=f'{name}_attention')(h)
+      attention = rematerialised(SelfAttention, spec.remat)
+      h = attention(spec.level_heads[level], spec.attention_head_dim, implementation=spec.attention_impl,
+                    block=spec.attention_block, dtype=self.dtype, name=f'{name}_attention')(h)
     return h
 
   @nn.compact
@@ -134,7 +137,7 @@ class Conditioner(nn.Module):
     if spec.transformer_layers:
       h = BottleneckTransformer(spec.transformer_layers, spec.transformer_dim, spec.transformer_heads,
                                 spec.transformer_mlp_ratio, spec.attention_impl, spec.attention_block, self.dtype,
-                                name='transformer')(h)
+                                remat=spec.remat, name='transformer')(h)
     if spec.latent_tap == 'after_transformer':
       latent = h
 

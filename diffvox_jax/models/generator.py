@@ -26,7 +26,14 @@ import ml_collections
 
 from diffvox_jax import config as config_lib
 from diffvox_jax.models.attention import SelfAttention
-from diffvox_jax.models.layers import Downsample, GeneratorResBlock, InjectFeatures, SigmaEmbedding, Upsample
+from diffvox_jax.models.layers import (
+    Downsample,
+    GeneratorResBlock,
+    InjectFeatures,
+    SigmaEmbedding,
+    Upsample,
+    rematerialised,
+)
 
 
 def level_widths(channels: int, factors: tuple[int, ...]) -> tuple[int, ...]:
@@ -66,6 +73,7 @@ class GeneratorSpec:
   audio_channels: int
   attention_impl: str
   attention_block: int
+  remat: str = ''  # `config.model.remat`: a jax.checkpoint_policies name, or '' for none.
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'GeneratorSpec':
@@ -78,7 +86,7 @@ class GeneratorSpec:
         level_heads=config_lib.level_heads(gen, len(model.factors)), attention_head_dim=gen.attention_head_dim,
         fourier_features=gen.fourier_features,
         modulation_features=gen.modulation_features, audio_channels=config.data.channels,
-        attention_impl=model.attention_impl, attention_block=model.attention_block)
+        attention_impl=model.attention_impl, attention_block=model.attention_block, remat=model.get('remat', ''))
 
 
 class Generator(nn.Module):
@@ -96,11 +104,12 @@ class Generator(nn.Module):
              name: str) -> jax.Array:
     """`count` residual blocks, each followed by self-attention with `heads` heads when `attention`."""
     spec = self.spec
+    block, self_attention = rematerialised(GeneratorResBlock, spec.remat), rematerialised(SelfAttention, spec.remat)
     for j in range(count):
-      h = GeneratorResBlock(spec.kernel_size, spec.groups, self.dtype, name=f'{name}_block_{j}')(h, modulation)
+      h = block(spec.kernel_size, spec.groups, self.dtype, name=f'{name}_block_{j}')(h, modulation)
       if attention:
-        h = SelfAttention(heads, spec.attention_head_dim, implementation=spec.attention_impl,
-                          block=spec.attention_block, dtype=self.dtype, name=f'{name}_attention_{j}')(h)
+        h = self_attention(heads, spec.attention_head_dim, implementation=spec.attention_impl,
+                           block=spec.attention_block, dtype=self.dtype, name=f'{name}_attention_{j}')(h)
     return h
 
   @nn.compact

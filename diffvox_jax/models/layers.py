@@ -8,6 +8,12 @@ import jax
 import jax.numpy as jnp
 
 
+def rematerialised(module: type[nn.Module], policy: str) -> type[nn.Module]:
+  """`module` recomputed in the backward pass (`nn.remat`) under `jax.checkpoint_policies.<policy>`, or `module`
+  itself when `policy` is '' (`config.model.remat`). Parameter names and values are unchanged."""
+  return nn.remat(module, policy=getattr(jax.checkpoint_policies, policy)) if policy else module
+
+
 class PReLU(nn.Module):
   """Parametric ReLU with one learned slope (PyTorch's default, as in UNIVERSE), computed in the input dtype."""
 

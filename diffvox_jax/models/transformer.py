@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from diffvox_jax.models.attention import SelfAttention
+from diffvox_jax.models.layers import rematerialised
 
 
 class TransformerLayer(nn.Module):
@@ -51,6 +52,7 @@ class BottleneckTransformer(nn.Module):
     attention_impl: see `attention.multi_head_attention`.
     attention_block: tile length of the blockwise attention.
     dtype: compute dtype.
+    remat: `jax.checkpoint_policies` name under which each layer is recomputed in the backward pass ('' = none).
   """
 
   layers: int
@@ -60,13 +62,14 @@ class BottleneckTransformer(nn.Module):
   attention_impl: str = 'auto'
   attention_block: int = 1024
   dtype: jnp.dtype = jnp.float32
+  remat: str = ''
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: `(batch, tokens, channels)` -> `(batch, tokens, channels)`."""
     h = nn.Dense(self.dim, dtype=self.dtype, name='project_in')(x)
     for i in range(self.layers):
-      h = TransformerLayer(self.heads, self.mlp_ratio, self.attention_impl, self.attention_block, self.dtype,
-                           name=f'layer_{i}')(h)
+      h = rematerialised(TransformerLayer, self.remat)(self.heads, self.mlp_ratio, self.attention_impl,
+                                                       self.attention_block, self.dtype, name=f'layer_{i}')(h)
     h = nn.LayerNorm(dtype=self.dtype, name='final_norm')(h)
     return x + nn.Dense(x.shape[-1], dtype=self.dtype, name='project_out')(h)
