@@ -24,7 +24,7 @@ def get_config():
   config.sampler.num_samples = 1
 
   config.train.batch_size = 16
-  config.train.num_steps = 6000
+  config.train.num_steps = 8500
   config.train.ema_decay = 0.999
   config.train.log_every = 100
   config.train.checkpoint_every = 500

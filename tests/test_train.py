@@ -358,8 +358,8 @@ def test_stop_signals_turn_sighup_into_a_stop_and_restore_the_handlers():
 @pytest.mark.slow
 def test_rematerialisation_gives_the_same_loss_and_gradients():
   """`model.remat` changes what the backward pass stores, not what it computes (float32, tight tolerance)."""
-  overrides = ('model.factors=(4, 4)', 'model.generator.blocks=(1, 1)', 'model.generator.attention=(False, True)',
-               'model.generator.inject=(False, True)', 'model.conditioner.attention=(False, True)',
+  overrides = ('model.factors=(8,)', 'model.generator.blocks=(1,)', 'model.generator.attention=(True,)',
+               'model.generator.inject=(True,)', 'model.conditioner.attention=(True,)',
                'model.conditioner.transformer_layers=1', 'model.generator.channels=4', 'model.generator.groups=2',
                'model.conditioner.channels=4', 'model.conditioner.groups=2', 'data.segment=1024', 'train.batch_size=2')
   plain = config_lib.load_config('cpu_tiny', overrides)
