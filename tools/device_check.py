@@ -163,10 +163,15 @@ def environment() -> dict:
 # --- Correctness ------------------------------------------------------------------------------------------------
 
 
+def param_shapes(config):
+  """The config's parameter tree as `jax.ShapeDtypeStruct` leaves (`eval_shape`: nothing compiles)."""
+  return jax.eval_shape(build_model(config).init, jax.random.key(0), *example_inputs(config))['params']
+
+
 def reference_params(config) -> dict:
   """Fixed float32 parameters of the config's model: kernels N(0, 1/fan_in), biases N(0, 0.05^2), scales
   1 + N(0, 0.05^2), everything else N(0, 1) scaled like a bias (numpy's RandomState: the same on every machine)."""
-  shapes = jax.eval_shape(build_model(config).init, jax.random.key(0), *example_inputs(config))['params']
+  shapes = param_shapes(config)
   state = np.random.RandomState(0)
 
   def draw(path, leaf):
@@ -277,7 +282,7 @@ def write_reference() -> None:
 
 def random_params(config, seed: int = 0):
   """Parameters of the right shapes, N(0, 0.02^2), drawn on the device (speed does not depend on them)."""
-  shapes = jax.eval_shape(build_model(config).init, jax.random.key(0), *example_inputs(config))['params']
+  shapes = param_shapes(config)
   leaves, treedef = jax.tree.flatten(shapes)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
   draw = jax.jit(lambda key, shape: 0.02 * jax.random.normal(key, shape), static_argnums=1)
