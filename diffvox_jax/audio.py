@@ -1,4 +1,4 @@
-"""Audio files in and out: read any common format, resample, convert channels, write wav/flac atomically.
+"""Audio files in and out: read any common format, resample, convert channels, write wav/flac/mp3 atomically.
 
 Arrays are float32 `(time, channels)`. Reading uses soundfile (wav, flac, ogg, mp3, aiff, ...) and falls back to
 ffmpeg for anything else it can decode (m4a, mp4, aac, ...); `read_stems` reads the five streams of a MUSDB18
@@ -32,17 +32,20 @@ import soxr
 from diffvox_jax.chunking import ChunkCutter, ChunkPlan, OverlapAdd, chunk_plan, chunk_window, cut_chunks, overlap_add
 
 __all__ = [
-    'AudioError', 'ChunkCutter', 'ChunkPlan', 'OverlapAdd', 'STEM_NAMES', 'audio_length', 'chunk_plan',
+    'AudioError', 'AudioWriter', 'ChunkCutter', 'ChunkPlan', 'OverlapAdd', 'STEM_NAMES', 'audio_length', 'chunk_plan',
     'chunk_window', 'convert_channels', 'cut_chunks', 'db_to_gain', 'iter_chunks', 'load_audio', 'open_writer',
-    'overlap_add', 'read_audio', 'read_stems', 'resample', 'rms_db', 'write_audio',
+    'overlap_add', 'read_audio', 'read_stems', 'resample', 'remove_stale_temps', 'rms_db', 'write_audio',
 ]
 
 STEM_NAMES = ('mixture', 'drums', 'bass', 'other', 'vocals')  # stream order of a MUSDB18 .stem.mp4
 RESAMPLE_QUALITY = 'HQ'
 READ_BLOCK = 65536  # frames per soundfile block in `iter_chunks`
 WRITE_SUBTYPES = {'16': 'PCM_16', '24': 'PCM_24', '32f': 'FLOAT'}
-WRITE_FORMATS = {'.wav': 'WAV', '.flac': 'FLAC'}
+WRITE_FORMATS = {'.wav': 'WAV', '.flac': 'FLAC', '.mp3': 'MP3'}
 CLIP_MODES = ('rescale', 'clamp')
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)  # what MPEG-1/2/2.5 layer III holds
+MP3_BITRATES = (64, 96, 128, 160, 192, 224, 256, 320)  # kbit/s
+MP3_KBPS = 320
 # libsndfile logs `data : <header size> (should be <bytes present>)` for a WAV whose data chunk is short; streaming
 # writers that cannot seek back leave a placeholder size, which is not truncation.
 _WAV_DATA_SIZE = re.compile(r'^data\s*:\s*(\d+) \(should be (\d+)\)', re.MULTILINE)
@@ -137,64 +140,128 @@ def convert_channels(audio: np.ndarray, channels: int) -> np.ndarray:
 
 
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, bits: str = '16',
-                clip: str = 'rescale') -> None:
-  """Writes `(time, channels)` (or `(time,)` mono) audio to .wav or .flac atomically.
-
-  Args:
-    path: destination; the suffix picks the format. A temp file in the same folder replaces it at the end, so a
-      failure never leaves a partial file nor touches an existing one.
-    audio: float samples, nominally in [-1, 1].
-    sample_rate: samples per second.
-    bits: '16' or '24' (integer PCM), or '32f' (float, WAV only).
-    clip: what to do with a peak above 1: 'rescale' divides the whole signal by its peak, 'clamp' clips samples.
-  """
-  if clip not in CLIP_MODES:
-    raise ValueError(f'{path}: clip must be one of {CLIP_MODES}, got {clip!r}')
+                clip: str = 'rescale', mp3_kbps: int = MP3_KBPS) -> None:
+  """Writes `(time, channels)` (or `(time,)` mono) float audio, nominally in [-1, 1], atomically (`AudioWriter`)."""
   audio = np.asarray(audio, np.float32)
   audio = audio[:, None] if audio.ndim == 1 else audio
   if audio.ndim != 2 or not audio.size:
     raise ValueError(f'{path}: expected non-empty audio of shape (time, channels), got {audio.shape}')
-  peak = float(np.abs(audio).max())
-  if clip == 'rescale' and peak > 1.0:
-    audio = audio / peak
-  with open_writer(path, sample_rate, audio.shape[1], bits=bits) as write:
-    write(audio)
+  with AudioWriter(path, sample_rate, audio.shape[1], bits=bits, clip=clip, mp3_kbps=mp3_kbps) as writer:
+    writer.write(audio)
+    writer.commit()
 
 
 @contextlib.contextmanager
-def open_writer(path: str | os.PathLike, sample_rate: int, channels: int, *,
-                bits: str = '16') -> Iterator[Callable[[np.ndarray], None]]:
-  """Streams blocks into a .wav/.flac file atomically, for outputs too long to hold in memory.
+def open_writer(path: str | os.PathLike, sample_rate: int, channels: int, *, bits: str = '16',
+                clip: str = 'clamp') -> Iterator[Callable[[np.ndarray], None]]:
+  """`with open_writer(...) as write:` streams blocks into an `AudioWriter` committed when the block succeeds."""
+  with AudioWriter(path, sample_rate, channels, bits=bits, clip=clip) as writer:
+    yield writer.write
+    writer.commit()
 
-  Yields a function `write(block)` taking `(time, channels)` float blocks; samples outside [-1, 1] are clamped
-  (rescaling needs the whole signal's peak: use `write_audio`). The file appears at `path` (replacing any old one)
-  only when the `with` block ends without an error; otherwise the temp file is removed.
+
+class AudioWriter:
+  """Streams `(time, channels)` float blocks into a .wav, .flac or .mp3 file that appears only on `commit()`.
+
+  The samples go to a hidden temp file beside `path` (`.NAME.<12 hex>.tmp`); `commit()` renames it over `path`, and
+  leaving the `with` block without a commit removes it, so a failure never leaves a partial file nor touches an
+  existing one. Temp files of `path` left by a killed process are removed on opening.
+
+  Samples beyond full scale, in formats that cannot hold them (integer PCM, mp3; float wav keeps them as they
+  are): `clip='clamp'` clips them (`clamped` counts them); `clip='rescale'` stages the samples as float, then
+  `finish()` divides the whole file by its peak when the peak exceeds 1 (`gain` is the factor applied), at the
+  cost of one more pass over the file. `bits` is '16' or '24' (integer PCM) or '32f'
+  (float, wav only); mp3 is constant-bitrate `mp3_kbps` (8 to 48 kHz audio only).
   """
-  path = pathlib.Path(path)
-  file_format = WRITE_FORMATS.get(path.suffix.lower())
-  if file_format is None:
-    raise ValueError(f'{path}: cannot write {path.suffix!r} files (use {" or ".join(WRITE_FORMATS)})')
-  if bits not in WRITE_SUBTYPES:
-    raise ValueError(f'{path}: bits must be one of {sorted(WRITE_SUBTYPES)}, got {bits!r}')
-  if file_format == 'FLAC' and bits == '32f':
-    raise ValueError(f'{path}: FLAC stores integers only; use bits 16 or 24, or a .wav file for float')
 
-  def write(block: np.ndarray) -> None:
+  def __init__(self, path: str | os.PathLike, sample_rate: int, channels: int, *, bits: str = '16',
+               clip: str = 'rescale', mp3_kbps: int = MP3_KBPS):
+    self.path = pathlib.Path(path)
+    self._format = WRITE_FORMATS.get(self.path.suffix.lower())
+    if self._format is None:
+      raise ValueError(f'{self.path}: cannot write {self.path.suffix!r} files (use {", ".join(WRITE_FORMATS)})')
+    if bits not in WRITE_SUBTYPES:
+      raise ValueError(f'{self.path}: bits must be one of {sorted(WRITE_SUBTYPES)}, got {bits!r}')
+    if clip not in CLIP_MODES:
+      raise ValueError(f'{self.path}: clip must be one of {CLIP_MODES}, got {clip!r}')
+    if self._format == 'FLAC' and bits == '32f':
+      raise ValueError(f'{self.path}: FLAC stores integers only; use bits 16 or 24, or a .wav file for float')
+    if self._format == 'MP3' and sample_rate not in MP3_RATES:
+      raise ValueError(f'{self.path}: mp3 holds audio at {", ".join(map(str, MP3_RATES))} Hz only, not '
+                       f'{sample_rate} Hz (write wav or flac)')
+    if mp3_kbps not in MP3_BITRATES:
+      raise ValueError(f'{self.path}: the mp3 bitrate must be one of {MP3_BITRATES} kbit/s, got {mp3_kbps}')
+    remove_stale_temps(self.path)
+    self.sample_rate, self.channels = sample_rate, channels
+    self.clip = None if bits == '32f' and self._format == 'WAV' else clip  # float wav holds any value.
+    self._bits, self._mp3_kbps = bits, mp3_kbps
+    self.clamped, self.gain, self._peak = 0, 1.0, 0.0
+    token = uuid.uuid4().hex[:12]
+    self._temp = self.path.with_name(f'.{self.path.name}.{token}.tmp')
+    self._staged = self.path.with_name(f'.{self.path.name}.{token}.float.tmp') if self.clip == 'rescale' else None
+    self._file = (sf.SoundFile(self._staged, 'w', sample_rate, channels, 'FLOAT', format='WAV')
+                  if self._staged else self._open_final())
+    self._finished = False
+
+  def _open_final(self) -> sf.SoundFile:
+    if self._format == 'MP3':  # libsndfile maps the level linearly onto lame's 320..32 kbit/s.
+      return sf.SoundFile(self._temp, 'w', self.sample_rate, self.channels, 'MPEG_LAYER_III', format='MP3',
+                          compression_level=(320 - self._mp3_kbps) / 288, bitrate_mode='CONSTANT')
+    return sf.SoundFile(self._temp, 'w', self.sample_rate, self.channels, WRITE_SUBTYPES[self._bits],
+                        format=self._format)
+
+  def write(self, block: np.ndarray) -> None:
+    """Appends `(time, channels)` float samples."""
     block = np.asarray(block, np.float32)
-    if block.ndim != 2 or block.shape[1] != channels:
-      raise ValueError(f'{path}: expected blocks of shape (time, {channels}), got {block.shape}')
+    if block.ndim != 2 or block.shape[1] != self.channels:
+      raise ValueError(f'{self.path}: expected blocks of shape (time, {self.channels}), got {block.shape}')
     if not np.isfinite(block).all():
-      raise ValueError(f'{path}: refusing to write NaN or Inf samples')
-    file.write(np.clip(block, -1.0, 1.0))
+      raise ValueError(f'{self.path}: refusing to write NaN or Inf samples')
+    if self.clip == 'clamp':
+      self.clamped += int(np.count_nonzero(np.abs(block) > 1.0))
+      block = np.clip(block, -1.0, 1.0)
+    elif self._staged:
+      self._peak = max(self._peak, float(np.abs(block).max(initial=0.0)))
+    self._file.write(block)
 
-  temp_path = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
-  try:
-    with sf.SoundFile(temp_path, 'w', sample_rate, channels, WRITE_SUBTYPES[bits], format=file_format) as file:
-      yield write
-    os.replace(temp_path, path)
-  except BaseException:
-    temp_path.unlink(missing_ok=True)
-    raise
+  def finish(self) -> None:
+    """Completes the temp file (rescaling a staged one by its peak); `commit` calls it when not done yet."""
+    if self._finished:
+      return
+    self._file.close()
+    if self._staged:
+      self.gain = 1.0 / self._peak if self._peak > 1.0 else 1.0
+      self._file = self._open_final()
+      with sf.SoundFile(self._staged) as staged:
+        for block in staged.blocks(READ_BLOCK, dtype='float32', always_2d=True):
+          self._file.write(np.clip(block * np.float32(self.gain), -1.0, 1.0))  # clip: float rounding only.
+      self._file.close()
+      self._staged.unlink()
+    self._finished = True
+
+  def commit(self) -> None:
+    """Renames the finished temp file over `path`."""
+    self.finish()
+    os.replace(self._temp, self.path)
+    self._temp = None
+
+  def __enter__(self) -> 'AudioWriter':
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self._file.close()
+    for temp in (self._temp, self._staged):
+      if temp is not None:
+        temp.unlink(missing_ok=True)
+
+
+def remove_stale_temps(path: pathlib.Path) -> None:
+  """Removes the hidden temp files of `path` that an `AudioWriter` killed before its clean-up left behind."""
+  pattern = re.compile(rf'\.{re.escape(path.name)}\.[0-9a-f]{{12}}(\.float)?\.tmp')
+  if path.parent.is_dir():
+    for leftover in path.parent.iterdir():
+      if pattern.fullmatch(leftover.name):
+        leftover.unlink(missing_ok=True)
 
 
 def audio_length(path: str | os.PathLike, sample_rate: int) -> int:

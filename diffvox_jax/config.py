@@ -8,6 +8,7 @@ import json
 import math
 import pathlib
 from collections.abc import Iterable
+from typing import Any
 
 import jax
 import ml_collections
@@ -215,6 +216,22 @@ def validate_spectral(spectral: ml_collections.ConfigDict) -> None:
   if spectral.freeze_conditioner and not spectral.conditioner_from:
     raise ConfigError('model.spectral.freeze_conditioner needs model.spectral.conditioner_from (a trained model '
                       'to freeze)')
+
+
+def with_sampler_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any],
+                            refining: bool = False) -> ml_collections.ConfigDict:
+  """`config` with `config.sampler` updated from `overrides` ({field: value}), validated. Starting from noise
+  (`start` 'noise', given or the config's) without a `sigma_start` means sigma_start 1, unless `refining` an
+  estimate passed in (`diffvox separate --refine`), which sets `start` to 'noise'."""
+  for field, value in overrides.items():
+    if field not in config.sampler:
+      raise ConfigError(f'unknown sampler setting {field!r} (known: {", ".join(sorted(config.sampler))})')
+    config.sampler[field] = value
+  if refining:
+    config.sampler.start = 'noise'
+  elif config.sampler.get('start', 'noise') == 'noise' and 'sigma_start' not in overrides:
+    config.sampler.sigma_start = 1.0
+  return validate(config)
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

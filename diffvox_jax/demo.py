@@ -198,34 +198,33 @@ def separation_settings(config: ml_collections.ConfigDict, paths: DemoPaths, see
           'chunk': int(config.sampler.chunk), 'overlap': float(config.sampler.overlap)}
 
 
-def _separated_files(paths: DemoPaths, tracks: Sequence[pipeline.Track]) -> list[separate.Outputs]:
-  return [separate.Outputs(paths.separated / t.name / 'vocals.wav', paths.separated / t.name / 'instrumental.wav')
-          for t in tracks]
+def _separated_files(paths: DemoPaths, tracks: Sequence[pipeline.Track]) -> list[dict[str, pathlib.Path]]:
+  return [separate.stem_paths(paths.separated / t.name) for t in tracks]
 
 
 def separate_held_out(paths: DemoPaths, tracks: Sequence[pipeline.Track], settings: dict,
-                      seed: int) -> tuple[list[separate.Outputs], bool]:
+                      seed: int) -> tuple[list[dict[str, pathlib.Path]], bool]:
   """Separates every held-out mixture file with the run's EMA weights, as `diffvox separate` does (one key for
   every file); reuses existing outputs made with the same `settings`. Returns the outputs and whether it ran."""
   outputs = _separated_files(paths, tracks)
-  complete = all(o.vocals.is_file() and o.instrumental.is_file() for o in outputs)
+  complete = all(path.is_file() for output in outputs for path in output.values())
   if complete and paths.scores.is_file() and results.read_json(paths.scores).get('separation') == settings:
     return outputs, False
   config, params = checkpoint_lib.load_for_inference(paths.run)
   separator = separate.Separator.for_model(config, params)
   rng = jax.random.key(seed)
   for track, expected in zip(tracks, outputs, strict=True):
-    separate.separate_file(separator, paths.mixtures / f'{track.name}.wav', expected.vocals.parent, rng=rng)
+    separate.separate_file(separator, paths.mixtures / f'{track.name}.wav', expected, rng=rng)
   return outputs, True
 
 
-def score_songs(tracks: Sequence[pipeline.Track], outputs: Sequence[separate.Outputs]) -> list[dict]:
+def score_songs(tracks: Sequence[pipeline.Track], outputs: Sequence[dict[str, pathlib.Path]]) -> list[dict]:
   """uSDR (dB) of the written vocals, the mixture baseline and the oracle IRM for each song."""
   songs = []
   for track, output in zip(tracks, outputs, strict=True):
-    estimate, rate = audio.read_audio(output.vocals)
+    estimate, rate = audio.read_audio(output['vocals'])
     if rate != track.sample_rate or estimate.shape != track.vocals.shape:
-      raise ValueError(f'{output.vocals}: {estimate.shape} at {rate} Hz, expected {track.vocals.shape} at '
+      raise ValueError(f'{output["vocals"]}: {estimate.shape} at {rate} Hz, expected {track.vocals.shape} at '
                        f'{track.sample_rate} Hz')
     systems = {'model': estimate, 'mixture': baselines.mixture_estimate(track.mixture),
                'oracle_irm': baselines.oracle_irm(track.mixture, track.vocals)}
@@ -233,7 +232,7 @@ def score_songs(tracks: Sequence[pipeline.Track], outputs: Sequence[separate.Out
             for name, system_estimate in systems.items()}
     songs.append({'song': track.name, 'seconds': len(track.mixture) / track.sample_rate, 'usdr': usdr,
                   'margin_over_mixture': usdr['model'] - usdr['mixture'],
-                  'vocals': str(output.vocals), 'instrumental': str(output.instrumental)})
+                  'vocals': str(output['vocals']), 'instrumental': str(output['instrumental'])})
   return songs
 
 
@@ -245,9 +244,9 @@ def median_scores(songs: Sequence[dict]) -> dict[str, float]:
   return medians
 
 
-def make_figures(paths: DemoPaths, track: pipeline.Track, output: separate.Outputs) -> None:
+def make_figures(paths: DemoPaths, track: pipeline.Track, output: dict[str, pathlib.Path]) -> None:
   """The spectrogram comparison of one song and the training curves."""
-  estimate, _ = audio.read_audio(output.vocals)
+  estimate, _ = audio.read_audio(output['vocals'])
   plots.plot_spectrograms([('mixture', track.mixture), ('estimate (Diff-DMX demo model)', estimate),
                            ('true vocals', track.vocals)], track.sample_rate, paths.spectrograms,
                           title=f'held-out song {track.name}')

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from diffvox_jax import audio, baselines, metrics, results, separate
+from diffvox_jax import baselines, metrics, results, separate
 from diffvox_jax import sampler as sampler_lib
 from diffvox_jax.train.checkpoint import save_config
 
@@ -196,18 +196,13 @@ def model_system(config: ml_collections.ConfigDict, params: Any, results_dir: st
   track's own rate and channel count. The sampler compiles at the first track that needs it.
   """
   settings = sampler_lib.SamplerSettings.from_config(config)
-  model_rate = int(config.data.sample_rate)
 
   @functools.cache
   def separator() -> separate.Separator:
     return separate.Separator.for_model(config, params, settings)
 
   def estimate(track: Any, run: int) -> np.ndarray:
-    mixture = audio.resample(track.mixture, track.sample_rate, model_rate)
-    vocals = separator().separate_array(mixture, sampling_key(config.seed, run, track.name))
-    vocals = audio.resample(vocals, model_rate, track.sample_rate)
-    length = len(track.vocals)
-    return np.pad(vocals, ((0, max(0, length - len(vocals))), (0, 0)))[:length]
+    return separator().separate_array(track.mixture, track.sample_rate, sampling_key(config.seed, run, track.name))
 
   description = {'checkpoint': checkpoint, 'seed': int(config.seed), 'sampler': dataclasses.asdict(settings),
                  'chunk': int(config.sampler.chunk), 'overlap': float(config.sampler.overlap)}

@@ -8,20 +8,21 @@ finished vocal samples are converted back to the input's rate and channel count 
 releases them, and written straight into the output files, so peak memory does not grow with the track length.
 
 Outputs per input: `vocals` and `instrumental = mixture - vocals`, where the mixture is the input itself at its
-own rate and channels (so vocals + instrumental reproduces the input up to output quantisation). Integer outputs
-(16/24 bit) clamp samples beyond full scale; `bits='32f'` keeps them. Both files are written to temporary names
-beside the destination and renamed only when the whole track succeeded.
+own rate and channels (so vocals + instrumental reproduces the input up to output quantisation, unless a stem
+beyond full scale was rescaled). Samples beyond full scale are rescaled (the stem's file divided by its peak) or
+clamped (`clip`). The files are written to temporary names beside the destinations and renamed only when the whole
+track succeeded (`audio.AudioWriter`).
 
 Randomness: chunk i of a track uses the key `fold_in(rng, i)`, so a track's result does not depend on the
 batch size.
 """
 
+import contextlib
 import dataclasses
 import functools
 import itertools
 import os
 import pathlib
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 
 import jax
@@ -182,21 +183,34 @@ class Separator:
     if pending is not None:
       yield from self._finish(accumulator, *pending, progress)
 
-  def separate_array(self, mixture: np.ndarray, rng: jax.Array, initial: np.ndarray | None = None) -> np.ndarray:
-    """Vocals of an in-memory track `(time, channels)` at the model's rate; returns the same shape, float32.
+  def separate_array(self, mixture: np.ndarray, sample_rate: int, rng: jax.Array,
+                     initial: np.ndarray | None = None) -> np.ndarray:
+    """Vocals of an in-memory track `(time, channels)` at `sample_rate`; returns the same shape and rate, float32.
 
-    Any channel count the audio module can convert is accepted; the result has the input's channel count.
+    The track is converted to the model's rate and channels and the vocals back; any channel count the audio
+    module can convert is accepted. `initial` (an estimate to refine) has the mixture's shape and rate.
     """
     mixture = np.asarray(mixture, np.float32)
-    model_mixture = audio.convert_channels(mixture, self.channels)
-    plan = self.plan(len(mixture))
+    model_mixture = self._to_model(mixture, sample_rate)
+    plan = self.plan(len(model_mixture))
     initial_chunks = None
     if initial is not None:
-      if len(initial) != len(mixture):
-        raise ValueError(f'the estimate has {len(initial)} samples, the mixture {len(mixture)}')
-      initial_chunks = cut_chunks(audio.convert_channels(initial, self.channels), plan)
-    blocks = list(self.vocal_blocks(cut_chunks(model_mixture, plan), plan, rng, initial_chunks))
-    return audio.convert_channels(np.concatenate(blocks), mixture.shape[1])
+      if np.shape(initial)[0] != len(mixture):
+        raise ValueError(f'the estimate has {np.shape(initial)[0]} samples, the mixture {len(mixture)}')
+      initial_chunks = cut_chunks(self._to_model(np.asarray(initial, np.float32), sample_rate), plan)
+    vocals = np.concatenate(list(self.vocal_blocks(cut_chunks(model_mixture, plan), plan, rng, initial_chunks)))
+    if sample_rate != self.sample_rate:
+      vocals = audio.resample(vocals, self.sample_rate, sample_rate)
+      vocals = np.pad(vocals[:len(mixture)], ((0, max(0, len(mixture) - len(vocals))), (0, 0)))
+    return audio.convert_channels(vocals, mixture.shape[1])
+
+  def _to_model(self, track: np.ndarray, sample_rate: int) -> np.ndarray:
+    """`(time, channels)` at `sample_rate` -> the model's rate and channels."""
+    if track.ndim != 2 or not track.size:
+      raise ValueError(f'expected audio of shape (time, channels), got {track.shape}')
+    if sample_rate != self.sample_rate:
+      track = audio.resample(track, sample_rate, self.sample_rate)
+    return audio.convert_channels(track, self.channels)
 
   def _padded(self, chunks: list[np.ndarray]) -> np.ndarray:
     """Stacks up to `batch_size` chunks into `(batch_size, chunk, channels)`, zero rows after the last."""
@@ -235,15 +249,7 @@ def separate_array(config: ml_collections.ConfigDict, params, mixture: np.ndarra
   Returns:
     vocals `(time, channels)` float32, the same shape as `mixture`.
   """
-  return Separator.for_model(config, params, settings).separate_array(mixture, rng)
-
-
-@dataclasses.dataclass(frozen=True)
-class Outputs:
-  """The files written for one input."""
-
-  vocals: pathlib.Path
-  instrumental: pathlib.Path
+  return Separator.for_model(config, params, settings).separate_array(mixture, config.data.sample_rate, rng)
 
 
 def input_format(path: pathlib.Path) -> tuple[int, int]:
@@ -295,59 +301,55 @@ class _SampleQueue:
     return joined[:count]
 
 
-class _AtomicWriters:
-  """Output files written under temporary names and renamed together by `commit` (removed if never committed)."""
-
-  def __init__(self, paths: list[pathlib.Path], sample_rate: int, channels: int, bits: str):
-    suffix = paths[0].suffix.lower()
-    if suffix not in audio.WRITE_FORMATS or bits not in audio.WRITE_SUBTYPES:
-      raise ValueError(f'cannot write {suffix!r} files with {bits!r} bits')
-    if audio.WRITE_FORMATS[suffix] == 'FLAC' and bits == '32f':
-      raise ValueError('FLAC stores integers only; use bits 16 or 24, or wav for 32f')
-    self._clamp = bits != '32f'
-    self._paths = paths
-    self._temps = [p.with_name(f'.{p.name}.{uuid.uuid4().hex[:12]}.tmp') for p in paths]
-    self._files = []
-    for temp in self._temps:
-      self._files.append(sf.SoundFile(temp, 'w', sample_rate, channels, subtype=audio.WRITE_SUBTYPES[bits],
-                                      format=audio.WRITE_FORMATS[suffix]))
-
-  def write(self, *blocks: np.ndarray) -> None:
-    for file, block in zip(self._files, blocks, strict=True):
-      file.write(np.clip(block, -1.0, 1.0) if self._clamp else block)
-
-  def commit(self) -> None:
-    for file in self._files:
-      file.close()
-    for temp, path in zip(self._temps, self._paths, strict=True):
-      os.replace(temp, path)
-    self._temps = []
-
-  def __enter__(self) -> '_AtomicWriters':
-    return self
-
-  def __exit__(self, *exc_info) -> None:
-    for file in self._files:
-      file.close()
-    for temp in self._temps:
-      temp.unlink(missing_ok=True)
+STEMS = ('vocals', 'instrumental')
+FILENAME_TEMPLATE = '{track}/{stem}.{ext}'
 
 
-def separate_file(separator: Separator, path: str | os.PathLike, out_dir: str | os.PathLike, *, rng: jax.Array,
-                  file_format: str = 'wav', bits: str = '16', initial: str | os.PathLike | None = None,
-                  progress: bool = True) -> Outputs:
-  """Separates one audio file into `out_dir/vocals.<format>` and `out_dir/instrumental.<format>`.
+def stem_paths(folder: str | os.PathLike, file_format: str = 'wav',
+               stems: Iterable[str] = STEMS) -> dict[str, pathlib.Path]:
+  """`{stem: folder/<stem>.<format>}`: where `separate_file` writes one track's stems by default."""
+  return template_paths(folder, '{stem}.{ext}', '', stems, file_format)
+
+
+def template_paths(out: str | os.PathLike, template: str, track: str, stems: Iterable[str],
+                   file_format: str) -> dict[str, pathlib.Path]:
+  """`{stem: out / template.format(track=, stem=, ext=)}`; a ValueError names a template that cannot work."""
+  stems = tuple(stems)
+  try:
+    paths = {stem: pathlib.Path(out) / template.format(track=track, stem=stem, ext=file_format) for stem in stems}
+  except (KeyError, IndexError, ValueError) as error:
+    raise ValueError(f'filename template {template!r}: use only {{track}}, {{stem}} and {{ext}} ({error})') from None
+  if len(set(paths.values())) < len(stems):
+    raise ValueError(f'filename template {template!r} gives every stem the same file; put {{stem}} in it')
+  return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+  """What `separate_file` wrote: `{stem: path}`, and per stem the samples clamped and the rescaling gain."""
+
+  paths: dict[str, pathlib.Path]
+  clamped: dict[str, int]
+  gains: dict[str, float]
+
+
+def separate_file(separator: Separator, path: str | os.PathLike, destinations: dict[str, pathlib.Path], *,
+                  rng: jax.Array, bits: str = '16', clip: str = 'rescale', mp3_kbps: int = audio.MP3_KBPS,
+                  initial: str | os.PathLike | None = None, progress: bool = True) -> Written:
+  """Separates one audio file into the files of `destinations` (`{'vocals' | 'instrumental': path}`).
 
   Streams the file (memory bounded by a few chunks and batches, whatever its length). The outputs have the
-  input's sample rate and channel count.
+  input's sample rate and channel count, in the format of their suffix (.wav, .flac, .mp3), and appear together
+  only when the whole track succeeded; folders created for them are removed again on failure.
 
   Args:
     separator: the model (or any `Separator`).
     path: an audio file in any format `diffvox_jax.audio` reads.
-    out_dir: created if needed.
+    destinations: the stems to write and where (`stem_paths`, `template_paths`).
     rng: a PRNG key.
-    file_format: 'wav' or 'flac'.
     bits: '16', '24' or '32f' (wav only).
+    clip: samples beyond full scale: 'rescale' (the file divided by its peak) or 'clamp' (`audio.AudioWriter`).
+    mp3_kbps: the bitrate of .mp3 outputs.
     initial: a vocal estimate of the same track to refine (needs a sampler with sigma_start < 1).
     progress: show a tqdm bar (chunks).
 
@@ -355,7 +357,8 @@ def separate_file(separator: Separator, path: str | os.PathLike, out_dir: str | 
     audio.AudioError, SeparationError: a bad input; the message names the file.
   """
   path = pathlib.Path(path)
-  out_dir = pathlib.Path(out_dir)
+  if not destinations or set(destinations) - set(STEMS):
+    raise ValueError(f'destinations must name some of {STEMS}, got {sorted(destinations)}')
   rate, channels = input_format(path)
   frames = audio.audio_length(path, rate)
   plan = separator.plan(audio.audio_length(path, separator.sample_rate))
@@ -368,29 +371,50 @@ def separate_file(separator: Separator, path: str | os.PathLike, out_dir: str | 
                             f'{path} has {plan.length}')
     initial_chunks = audio.iter_chunks(initial, separator.sample_rate, separator.channels, plan)
   # The input itself, at its own rate and channels, for the instrumental (read in blocks alongside).
-  original = _SampleQueue(audio.iter_chunks(path, rate, channels, chunk_plan(frames, audio.READ_BLOCK, 0.0)))
+  original = None
+  if 'instrumental' in destinations:
+    original = _SampleQueue(audio.iter_chunks(path, rate, channels, chunk_plan(frames, audio.READ_BLOCK, 0.0)))
   to_input = _ToInputFormat(separator.sample_rate, separator.channels, rate, channels, frames)
-  created = not out_dir.exists()
-  out_dir.mkdir(parents=True, exist_ok=True)
-  outputs = Outputs(out_dir / f'vocals.{file_format}', out_dir / f'instrumental.{file_format}')
+  created = _make_folders(destinations.values())
   bar = tqdm(total=plan.num_chunks, desc=path.name, unit='chunk', disable=None if progress else True,
              leave=False)
-  committed = False
   try:
-    with _AtomicWriters([outputs.vocals, outputs.instrumental], rate, channels, bits) as writers:
+    with contextlib.ExitStack() as stack:
+      writers = {stem: stack.enter_context(audio.AudioWriter(target, rate, channels, bits=bits, clip=clip,
+                                                             mp3_kbps=mp3_kbps))
+                 for stem, target in destinations.items()}
       done = 0
       for block in separator.vocal_blocks(mixture_chunks, plan, rng, initial_chunks, bar):
         done += len(block)
         vocals = to_input.convert(block, last=done == plan.length)
-        if len(vocals):  # the resampler may hold a whole block back.
-          writers.write(vocals, original.take(len(vocals)) - vocals)
-      writers.commit()
-      committed = True
+        if not len(vocals):  # the resampler may hold a whole block back.
+          continue
+        if 'vocals' in writers:
+          writers['vocals'].write(vocals)
+        if original is not None:
+          writers['instrumental'].write(original.take(len(vocals)) - vocals)
+      for writer in writers.values():
+        writer.finish()
+      for writer in writers.values():
+        writer.commit()
+      created = []
   except (FloatingPointError, sf.LibsndfileError) as error:
     raise SeparationError(f'{path}: {error}') from error
   finally:
     bar.close()
-    if created and not committed and not any(out_dir.iterdir()):
-      out_dir.rmdir()  # a failed input leaves nothing behind.
-  return outputs
+    for folder in reversed(created):  # a failed input leaves nothing behind.
+      if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+  return Written({stem: w.path for stem, w in writers.items()}, {stem: w.clamped for stem, w in writers.items()},
+                 {stem: w.gain for stem, w in writers.items()})
 
+
+def _make_folders(paths: Iterable[pathlib.Path]) -> list[pathlib.Path]:
+  """Creates the parent folders of `paths`; returns those it created, outermost first."""
+  created = []
+  for path in paths:
+    missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    for folder in reversed(missing):
+      folder.mkdir(exist_ok=True)
+      created.append(folder)
+  return created

@@ -36,6 +36,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from diffvox_jax import config as config_lib
 from diffvox_jax import evaluate, results
 from diffvox_jax.commands import common
 from diffvox_jax.data import pipeline
@@ -73,7 +74,7 @@ def evaluate_models(models: Sequence[tuple[str, str]], out: pathlib.Path, *, dat
   entries = []
   for label, checkpoint in models:
     config, params = checkpoint_lib.load_for_inference(checkpoint)
-    config = common.apply_sampler_overrides(config, sampler_overrides)
+    config = config_lib.with_sampler_overrides(config, sampler_overrides)
     model_dataset, model_split = dataset or config.eval.dataset, split or config.eval.split
     tracks = itertools.islice(pipeline.tracks(config, model_dataset, model_split, data_dir=data_dir), max_tracks)
     audio_format = f'{config.data.sample_rate}hz_{config.data.channels}ch'

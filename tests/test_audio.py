@@ -117,14 +117,37 @@ def test_read_stems_errors(tmp_path):
 
 def test_write_clip_modes(tmp_path):
   loud = np.array([[0.5, -2.0], [1.5, 0.25]], np.float32)
-  rescaled_path, clamped_path = tmp_path / 'r.wav', tmp_path / 'c.wav'
-  audio.write_audio(rescaled_path, loud, RATE, bits='32f', clip='rescale')
-  audio.write_audio(clamped_path, loud, RATE, bits='32f', clip='clamp')
-  np.testing.assert_array_equal(audio.read_audio(rescaled_path)[0], loud / 2.0)
-  np.testing.assert_array_equal(audio.read_audio(clamped_path)[0], [[0.5, -1.0], [1.0, 0.25]])
+  paths = {mode: tmp_path / f'{mode}.wav' for mode in ('rescale', 'clamp', 'float')}
+  audio.write_audio(paths['rescale'], loud, RATE, bits='24', clip='rescale')
+  audio.write_audio(paths['clamp'], loud, RATE, bits='24', clip='clamp')
+  audio.write_audio(paths['float'], loud, RATE, bits='32f', clip='clamp')  # float wav holds any value.
+  np.testing.assert_allclose(audio.read_audio(paths['rescale'])[0], loud / 2.0, atol=2.0**-23)
+  np.testing.assert_allclose(audio.read_audio(paths['clamp'])[0], [[0.5, -1.0], [1.0, 0.25]], atol=2.0**-23)
+  np.testing.assert_array_equal(audio.read_audio(paths['float'])[0], loud)
   quiet_path = tmp_path / 'q.wav'
-  audio.write_audio(quiet_path, loud / 4, RATE, bits='32f', clip='rescale')  # peak <= 1: untouched
-  np.testing.assert_array_equal(audio.read_audio(quiet_path)[0], loud / 4)
+  audio.write_audio(quiet_path, loud / 4, RATE, bits='24', clip='rescale')  # peak <= 1: untouched
+  np.testing.assert_allclose(audio.read_audio(quiet_path)[0], loud / 4, atol=2.0**-23)
+
+
+def test_writer_counts_clamped_samples_writes_mp3_and_removes_stale_temps(tmp_path):
+  path = tmp_path / 'v.mp3'
+  stale = [tmp_path / '.v.mp3.0123456789ab.tmp', tmp_path / '.v.mp3.ba9876543210.float.tmp']
+  unrelated = tmp_path / '.other.mp3.0123456789ab.tmp'
+  for leftover in [*stale, unrelated]:
+    leftover.write_bytes(b'killed mid-write')
+  signal = sine(440.0, amplitude=1.25)
+  with audio.AudioWriter(path, RATE, 2, clip='clamp', mp3_kbps=128) as writer:
+    writer.write(signal)
+    writer.commit()
+  assert writer.clamped == int(np.count_nonzero(np.abs(signal) > 1.0)) > 0
+  decoded, rate = audio.read_audio(path)
+  assert rate == RATE and decoded.shape == signal.shape  # libsndfile's mp3 keeps the exact length.
+  assert np.corrcoef(decoded[:, 0], np.clip(signal[:, 0], -1, 1))[0, 1] > 0.99
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['.other.mp3.0123456789ab.tmp', 'v.mp3']
+  with pytest.raises(ValueError, match=r'v.mp3: mp3 holds audio at .* Hz only, not 96000 Hz'):
+    audio.AudioWriter(path, 96000, 2)
+  with pytest.raises(ValueError, match='bitrate must be one of'):
+    audio.AudioWriter(path, RATE, 2, mp3_kbps=100)
 
 
 def test_write_mono_vector(tmp_path):
@@ -137,7 +160,7 @@ def test_write_mono_vector(tmp_path):
 
 @pytest.mark.parametrize('name, kwargs, fragment', [
     ('x.flac', {'bits': '32f'}, 'FLAC stores integers'),
-    ('x.mp3', {}, "cannot write '.mp3'"),
+    ('x.ogg', {}, "cannot write '.ogg'"),
     ('x.wav', {'bits': '8'}, 'bits must be'),
     ('x.wav', {'clip': 'wrap'}, 'clip must be'),
 ])

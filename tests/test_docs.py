@@ -139,6 +139,7 @@ def defined_flags(module):
   registry = flags.FLAGS
   before = set(registry)
   module.define_flags()
+  cli.define_global_flags()
   try:
     yield registry
   finally:
@@ -213,8 +214,8 @@ def test_the_docs_contain_commands_of_every_kind():
 @pytest.mark.parametrize('words', commands_of(is_diffvox))
 def test_diffvox_command_lines_parse(words):
   assert len(words) > 1 and words[1] in cli.COMMANDS, f'unknown command in {shlex.join(words)}'
-  if len(words) == 2:
-    return  # a command named in prose
+  if len(words) == 2 or cli.wants_help(words[2:]):
+    return  # a command named in prose, or its help
   module = importlib.import_module(cli.COMMANDS[words[1]][0])
   positional, values = parse_absl(module, f'diffvox {words[1]}', words[2:])
   if words[1] not in POSITIONAL_COMMANDS:

@@ -53,30 +53,30 @@ def _noise(length, channels=2, seed=0):
 @pytest.mark.parametrize('overlap', [0.0, 0.2, 0.5])
 def test_identity_model_reconstructs_the_input(length, overlap):
   mixture = _noise(length)
-  out = _stub('identity', overlap=overlap).separate_array(mixture, jax.random.key(0))
+  out = _stub('identity', overlap=overlap).separate_array(mixture, RATE, jax.random.key(0))
   np.testing.assert_allclose(out, mixture, atol=1e-6)
 
 
 def test_mono_input_comes_back_mono():
   mixture = _noise(3000, channels=1)
-  out = _stub('half').separate_array(mixture, jax.random.key(0))
+  out = _stub('half').separate_array(mixture, RATE, jax.random.key(0))
   assert out.shape == (3000, 1)
   np.testing.assert_allclose(out, 0.5 * mixture, atol=1e-6)
 
 
 def test_the_result_does_not_depend_on_the_batch_size():
   mixture = _noise(7000)
-  results = [_stub('keyed', batch_size=size).separate_array(mixture, jax.random.key(4)) for size in (1, 2, 5)]
+  results = [_stub('keyed', batch_size=size).separate_array(mixture, RATE, jax.random.key(4)) for size in (1, 2, 5)]
   for other in results[1:]:
     np.testing.assert_allclose(other, results[0], atol=1e-6)
-  other_seed = _stub('keyed').separate_array(mixture, jax.random.key(5))
+  other_seed = _stub('keyed').separate_array(mixture, RATE, jax.random.key(5))
   assert np.max(np.abs(other_seed - results[0])) > 1e-3
 
 
 def test_batches_are_padded_to_the_static_size():
   calls = []
   plan = _stub('identity').plan(5000)
-  _stub('identity', calls=calls).separate_array(_noise(5000), jax.random.key(0))
+  _stub('identity', calls=calls).separate_array(_noise(5000), RATE, jax.random.key(0))
   assert len(calls) == -(-plan.num_chunks // 3) and set(calls) == {(3, 1024, 2)}
 
 
@@ -91,10 +91,11 @@ def test_file_outputs_sum_to_the_input_at_its_rate_and_channels(tmp_path):
   tone = (0.4 * np.sin(2 * np.pi * 300 * np.arange(length) / rate)).astype(np.float32)[:, None]
   source = _write(tmp_path / 'tone.flac', tone, rate, subtype='PCM_24')
   read_back, _ = sf.read(source, dtype='float32', always_2d=True)
-  outputs = separate.separate_file(_stub('half'), source, tmp_path / 'out', rng=jax.random.key(0), bits='32f',
+  outputs = separate.separate_file(_stub('half'), source, separate.stem_paths(tmp_path / 'out'),
+                                   rng=jax.random.key(0), bits='32f',
                                    progress=False)
-  vocals, vocals_rate = sf.read(outputs.vocals, dtype='float32', always_2d=True)
-  instrumental, _ = sf.read(outputs.instrumental, dtype='float32', always_2d=True)
+  vocals, vocals_rate = sf.read(outputs.paths['vocals'], dtype='float32', always_2d=True)
+  instrumental, _ = sf.read(outputs.paths['instrumental'], dtype='float32', always_2d=True)
   assert vocals_rate == rate and vocals.shape == (length, 1) and instrumental.shape == (length, 1)
   np.testing.assert_allclose(vocals + instrumental, read_back, atol=1e-6)
   inner = slice(2000, -2000)  # away from the resampler's edge transients.
@@ -104,35 +105,48 @@ def test_file_outputs_sum_to_the_input_at_its_rate_and_channels(tmp_path):
 def test_identity_file_separation_is_exact_at_the_model_format(tmp_path):
   mixture = _noise(12345)
   source = _write(tmp_path / 'mix.wav', mixture)
-  outputs = separate.separate_file(_stub('identity'), source, tmp_path / 'out', rng=jax.random.key(0), bits='32f',
+  outputs = separate.separate_file(_stub('identity'), source, separate.stem_paths(tmp_path / 'out'),
+                                   rng=jax.random.key(0), bits='32f',
                                    progress=False)
-  np.testing.assert_array_equal(sf.read(outputs.vocals, dtype='float32')[0], mixture)
-  np.testing.assert_array_equal(sf.read(outputs.instrumental, dtype='float32')[0], 0.0)
+  np.testing.assert_array_equal(sf.read(outputs.paths['vocals'], dtype='float32')[0], mixture)
+  np.testing.assert_array_equal(sf.read(outputs.paths['instrumental'], dtype='float32')[0], 0.0)
   assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['instrumental.wav', 'vocals.wav']  # no temps.
 
 
-def test_integer_outputs_clamp_and_flac_works(tmp_path):
+def test_integer_outputs_clamp_or_rescale_and_flac_works(tmp_path):
   loud = np.full((3000, 2), 0.9, np.float32)
   source = _write(tmp_path / 'loud.wav', loud)
   doubling = separate.Separator(lambda m, k, i=None: 2 * m, RATE, 2, 1024, 0.2, 2)
-  outputs = separate.separate_file(doubling, source, tmp_path / 'out', rng=jax.random.key(0), file_format='flac',
-                                   bits='16', progress=False)
-  vocals, _ = sf.read(outputs.vocals, dtype='float32')
-  assert outputs.vocals.suffix == '.flac' and np.max(vocals) <= 1.0 and np.min(vocals) > 0.99
+  clamped = separate.separate_file(doubling, source, separate.stem_paths(tmp_path / 'clamp', 'flac'),
+                                   rng=jax.random.key(0), bits='16', clip='clamp', progress=False)
+  vocals, _ = sf.read(clamped.paths['vocals'], dtype='float32')
+  assert clamped.paths['vocals'].suffix == '.flac' and np.max(vocals) <= 1.0 and np.min(vocals) > 0.99
+  assert clamped.clamped == {'vocals': loud.size, 'instrumental': 0} and clamped.gains['vocals'] == 1.0
+  # Rescaled: vocals 1.8 everywhere -> divided by 1.8; the instrumental (-0.9) stays as it is.
+  rescaled = separate.separate_file(doubling, source, separate.stem_paths(tmp_path / 'rescale', 'wav'),
+                                    rng=jax.random.key(0), bits='24', progress=False)
+  vocals, _ = sf.read(rescaled.paths['vocals'], dtype='float32')
+  instrumental, _ = sf.read(rescaled.paths['instrumental'], dtype='float32')
+  np.testing.assert_allclose(vocals, 1.0, atol=2.0**-22)
+  np.testing.assert_allclose(instrumental, -0.9, atol=2.0**-22)
+  assert rescaled.clamped['vocals'] == 0 and rescaled.gains == pytest.approx({'vocals': 1 / 1.8, 'instrumental': 1})
+  assert sorted(p.name for p in (tmp_path / 'rescale').iterdir()) == ['instrumental.wav', 'vocals.wav']
 
 
 def test_refinement_passes_the_estimate_chunks(tmp_path):
   mixture, estimate = _noise(5000, seed=1), _noise(5000, seed=2)
   source = _write(tmp_path / 'mix.wav', mixture)
   guess = _write(tmp_path / 'guess.wav', estimate)
-  outputs = separate.separate_file(_stub('estimate'), source, tmp_path / 'out', rng=jax.random.key(0), bits='32f',
+  outputs = separate.separate_file(_stub('estimate'), source, separate.stem_paths(tmp_path / 'out'),
+                                   rng=jax.random.key(0), bits='32f',
                                    initial=guess, progress=False)
-  np.testing.assert_allclose(sf.read(outputs.vocals, dtype='float32')[0], estimate, atol=1e-6)
-  np.testing.assert_allclose(_stub('estimate').separate_array(mixture, jax.random.key(0), estimate), estimate,
+  np.testing.assert_allclose(sf.read(outputs.paths['vocals'], dtype='float32')[0], estimate, atol=1e-6)
+  np.testing.assert_allclose(_stub('estimate').separate_array(mixture, RATE, jax.random.key(0), estimate), estimate,
                              atol=1e-6)
   short = _write(tmp_path / 'short.wav', estimate[:4000])
   with pytest.raises(separate.SeparationError, match='short.wav: 4000 samples'):
-    separate.separate_file(_stub('estimate'), source, tmp_path / 'out2', rng=jax.random.key(0), initial=short,
+    separate.separate_file(_stub('estimate'), source, separate.stem_paths(tmp_path / 'out2'),
+                           rng=jax.random.key(0), initial=short,
                            progress=False)
 
 
@@ -140,14 +154,14 @@ def test_failed_separation_leaves_no_output(tmp_path):
   source = _write(tmp_path / 'mix.wav', _noise(5000))
   broken = separate.Separator(lambda m, k, i=None: m * np.nan, RATE, 2, 1024, 0.2, 2)
   with pytest.raises(separate.SeparationError, match='mix.wav: the model produced NaN'):
-    separate.separate_file(broken, source, tmp_path / 'out', rng=jax.random.key(0), progress=False)
+    separate.separate_file(broken, source, separate.stem_paths(tmp_path / 'out'), rng=jax.random.key(0), progress=False)
   assert not (tmp_path / 'out').exists()  # nothing left behind, not even the folder it created.
 
 
 def _peak_traced_bytes(separator, path, out_dir):
   tracemalloc.start()
   try:
-    separate.separate_file(separator, path, out_dir, rng=jax.random.key(0), progress=False)
+    separate.separate_file(separator, path, separate.stem_paths(out_dir), rng=jax.random.key(0), progress=False)
     return tracemalloc.get_traced_memory()[1]
   finally:
     tracemalloc.stop()

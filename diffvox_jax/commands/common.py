@@ -30,8 +30,8 @@ def validated_config() -> ml_collections.ConfigDict:
     fail('--config is required (for example --config configs/cpu_tiny.py)')
   try:
     return config_lib.validate(FLAGS.config)
-  except config_lib.ConfigError as error:
-    fail(f'bad config: {error}')
+  except (TypeError, ValueError) as error:  # ConfigError, or a value of the wrong type (`factors=abc`).
+    fail(f'bad config: {" ".join(str(error).split())}')
 
 
 def fail(message: str, code: int = 2):
@@ -43,15 +43,19 @@ def fail(message: str, code: int = 2):
 def define_sampler_flags() -> None:
   """The sampler flags of `SAMPLER_FLAGS` (`diffvox separate`, `diffvox evaluate`, the experiments)."""
   flags.DEFINE_integer('steps', None, "sampling steps T (default: the config's sampler.steps); 0 = the model's "
-                       'one-pass direct estimate, no diffusion.')
+                       'one-pass direct estimate, no diffusion.', lower_bound=0)
   flags.DEFINE_enum('method', None, list(config_lib.SAMPLER_METHODS), "solver: 'ddim' (the paper's), 'dpmpp_2m' "
                     "(DPM-Solver++(2M)) or 'heun' (EDM's second order, two evaluations per inner step).")
   flags.DEFINE_enum('schedule', None, list(config_lib.SCHEDULES), 'sigma grid.')
-  flags.DEFINE_float('eta', None, 'stochastic refinement level in [0, 1]; 0 = the deterministic (ODE) solver.')
-  flags.DEFINE_float('cutoff-hz', None, 'high-pass cut-off of the refinement noise in Hz; 0 = white noise.')
-  flags.DEFINE_integer('samples', None, 'samples per chunk, averaged (ensemble size).')
+  flags.DEFINE_float('eta', None, 'stochastic refinement level in [0, 1]; 0 = the deterministic (ODE) solver.',
+                     lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_float('cutoff-hz', None, 'high-pass cut-off of the refinement noise in Hz; 0 = white noise.',
+                     lower_bound=0.0)
+  flags.DEFINE_integer('samples', None, 'samples per chunk, averaged (ensemble size).', lower_bound=1)
   flags.DEFINE_float('sigma-start', None, 'noise level sampling starts from, in (0, 1]; below 1 an estimate is '
-                     'refined (--start).')
+                     'refined (--start).', upper_bound=1.0)
+  flags.register_validator('sigma-start', lambda value: value is None or value > 0,
+                           message='--sigma-start must be above 0')
   flags.DEFINE_enum('start', None, list(config_lib.SAMPLER_STARTS), "where sampling starts (default: the config's "
                     "sampler.start): 'direct' refines the model's own one-pass estimate from --sigma-start, "
                     "'noise' starts from pure noise (or from an estimate passed in, `diffvox separate --refine`).")
@@ -60,17 +64,3 @@ def define_sampler_flags() -> None:
 def sampler_overrides() -> dict[str, Any]:
   """The `config.sampler` fields set by the sampler flags on the command line, {field: value}."""
   return {field: FLAGS[flag].value for flag, field in SAMPLER_FLAGS if FLAGS[flag].value is not None}
-
-
-def apply_sampler_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any],
-                            refining: bool = False) -> ml_collections.ConfigDict:
-  """`config` with `config.sampler` updated from `overrides` ({field: value}), validated. Starting from noise
-  (`start` 'noise', given or the config's) without a `sigma_start` means sigma_start 1, unless `refining` an
-  estimate passed in (`diffvox separate --refine`), which sets `start` to 'noise'."""
-  for field, value in overrides.items():
-    config.sampler[field] = value
-  if refining:
-    config.sampler.start = 'noise'
-  elif config.sampler.get('start', 'noise') == 'noise' and 'sigma_start' not in overrides:
-    config.sampler.sigma_start = 1.0
-  return config_lib.validate(config)

@@ -19,6 +19,7 @@ import pathlib
 
 from absl import flags
 
+from diffvox_jax import config as config_lib
 from diffvox_jax import evaluate, separate
 from diffvox_jax.commands import common
 from diffvox_jax.data import pipeline
@@ -62,7 +63,7 @@ def main(argv: list[str]) -> None:
                                                        use_ema=FLAGS.ema)
     if FLAGS.seed is not None:
       config.seed = FLAGS.seed
-    config = common.apply_sampler_overrides(config, common.sampler_overrides())
+    config = config_lib.with_sampler_overrides(config, common.sampler_overrides())
   except (ValueError, OSError) as error:
     common.fail(str(error))
   dataset = FLAGS.dataset or config.eval.dataset

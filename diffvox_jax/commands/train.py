@@ -11,7 +11,7 @@ A non-finite loss stops the run (exit status 1) and keeps the last good checkpoi
 
 import pathlib
 
-from absl import flags, logging
+from absl import flags
 
 from diffvox_jax import config as config_lib
 from diffvox_jax.commands import common
@@ -33,8 +33,6 @@ def main(argv: list[str]) -> None:
     common.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.workdir:
     common.fail('--workdir is required')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax and tfds log every save and read at INFO
   saved_config = pathlib.Path(FLAGS.workdir).expanduser() / checkpoint_lib.CONFIG_FILE
   if FLAGS.config is None and saved_config.is_file():
     config = checkpoint_lib.read_config(saved_config.parent)
