@@ -21,10 +21,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from diffvox_jax import audio, sampler
+from diffvox_jax import audio, inference, sampler
 from diffvox_jax import config as config_lib
 from diffvox_jax import separate as separate_lib
-from diffvox_jax.train import checkpoint as checkpoint_lib
 
 DEFAULT_OUT = 'separated'
 
@@ -63,7 +62,7 @@ class Separator:
       **sampler_overrides: `config.sampler` fields (`steps`, `method`, `eta`, `num_samples`, ...).
     """
     checkpoint = separate_lib.resolve_checkpoint(None if name_or_path is None else str(name_or_path))
-    config, params = checkpoint_lib.load_for_inference(checkpoint, use_ema=ema)
+    config, params = inference.load_for_inference(checkpoint, use_ema=ema)
     config = config_lib.with_sampler_overrides(config, sampler_overrides, refining=refining)
     settings = sampler.SamplerSettings.from_config(config)
     chunk = None if chunk_seconds is None else separate_lib.chunk_length(config, chunk_seconds)

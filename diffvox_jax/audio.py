@@ -22,19 +22,19 @@ import pathlib
 import re
 import shutil
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from diffvox_jax import files
 from diffvox_jax.chunking import ChunkCutter, ChunkPlan, OverlapAdd, chunk_plan, chunk_window, cut_chunks, overlap_add
 
 __all__ = [
     'AudioError', 'AudioWriter', 'ChunkCutter', 'ChunkPlan', 'OverlapAdd', 'STEM_NAMES', 'audio_length', 'chunk_plan',
     'chunk_window', 'convert_channels', 'cut_chunks', 'db_to_gain', 'iter_chunks', 'load_audio', 'open_writer',
-    'overlap_add', 'read_audio', 'read_stems', 'resample', 'remove_stale_temps', 'rms_db', 'write_audio',
+    'overlap_add', 'read_audio', 'read_stems', 'resample', 'rms_db', 'write_audio',
 ]
 
 STEM_NAMES = ('mixture', 'drums', 'bass', 'other', 'vocals')  # stream order of a MUSDB18 .stem.mp4
@@ -163,7 +163,7 @@ def open_writer(path: str | os.PathLike, sample_rate: int, channels: int, *, bit
 class AudioWriter:
   """Streams `(time, channels)` float blocks into a .wav, .flac or .mp3 file that appears only on `commit()`.
 
-  The samples go to a hidden temp file beside `path` (`.NAME.<12 hex>.tmp`); `commit()` renames it over `path`, and
+  The samples go to a hidden temp file beside `path` (`files.hidden_temp`); `commit()` renames it over `path`, and
   leaving the `with` block without a commit removes it, so a failure never leaves a partial file nor touches an
   existing one. Temp files of `path` left by a killed process are removed on opening.
 
@@ -191,14 +191,13 @@ class AudioWriter:
                        f'{sample_rate} Hz (write wav or flac)')
     if mp3_kbps not in MP3_BITRATES:
       raise ValueError(f'{self.path}: the mp3 bitrate must be one of {MP3_BITRATES} kbit/s, got {mp3_kbps}')
-    remove_stale_temps(self.path)
+    files.remove_stale_temps(self.path)
     self.sample_rate, self.channels = sample_rate, channels
     self.clip = None if bits == '32f' and self._format == 'WAV' else clip  # float wav holds any value.
     self._bits, self._mp3_kbps = bits, mp3_kbps
     self.clamped, self.gain, self._peak = 0, 1.0, 0.0
-    token = uuid.uuid4().hex[:12]
-    self._temp = self.path.with_name(f'.{self.path.name}.{token}.tmp')
-    self._staged = self.path.with_name(f'.{self.path.name}.{token}.float.tmp') if self.clip == 'rescale' else None
+    self._temp = files.hidden_temp(self.path)
+    self._staged = files.hidden_temp(self.path, '.float') if self.clip == 'rescale' else None
     self._file = (sf.SoundFile(self._staged, 'w', sample_rate, channels, 'FLOAT', format='WAV')
                   if self._staged else self._open_final())
     self._finished = False
@@ -253,15 +252,6 @@ class AudioWriter:
     for temp in (self._temp, self._staged):
       if temp is not None:
         temp.unlink(missing_ok=True)
-
-
-def remove_stale_temps(path: pathlib.Path) -> None:
-  """Removes the hidden temp files of `path` that an `AudioWriter` killed before its clean-up left behind."""
-  pattern = re.compile(rf'\.{re.escape(path.name)}\.[0-9a-f]{{12}}(\.float)?\.tmp')
-  if path.parent.is_dir():
-    for leftover in path.parent.iterdir():
-      if pattern.fullmatch(leftover.name):
-        leftover.unlink(missing_ok=True)
 
 
 def audio_length(path: str | os.PathLike, sample_rate: int) -> int:

@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from diffvox_jax import audio, baselines, evaluate, plots, results, sampler, separate
+from diffvox_jax import audio, baselines, evaluate, files, inference, plots, results, sampler, separate
 from diffvox_jax import config as config_lib
 from diffvox_jax.data import builders, pipeline
 from diffvox_jax.models import parameter_counts
@@ -208,9 +208,9 @@ def separate_held_out(paths: DemoPaths, tracks: Sequence[pipeline.Track], settin
   every file); reuses existing outputs made with the same `settings`. Returns the outputs and whether it ran."""
   outputs = _separated_files(paths, tracks)
   complete = all(path.is_file() for output in outputs for path in output.values())
-  if complete and paths.scores.is_file() and results.read_json(paths.scores).get('separation') == settings:
+  if complete and paths.scores.is_file() and files.read_json(paths.scores).get('separation') == settings:
     return outputs, False
-  config, params = checkpoint_lib.load_for_inference(paths.run)
+  config, params = inference.load_for_inference(paths.run)
   separator = separate.Separator.for_model(config, params)
   rng = jax.random.key(seed)
   for track, expected in zip(tracks, outputs, strict=True):
@@ -326,7 +326,7 @@ def write_report(result: DemoResult, config: ml_collections.ConfigDict, config_n
       results.markdown_table(['stage', 'status', 'wall time'], timing_rows),
       '',
   ]
-  checkpoint_lib.write_atomically(paths.report, '\n'.join(lines).encode())
+  files.write_atomically(paths.report, '\n'.join(lines).encode())
 
 
 def own_song_commands(paths: DemoPaths) -> list[str]:
@@ -383,7 +383,7 @@ def run_demo(out: str | pathlib.Path, *, config_name: str = DEMO_CONFIG, overrid
   start = time.perf_counter()
   songs = score_songs(tracks, outputs)
   median = median_scores(songs)
-  results.write_json(paths.scores, {'format': SCORES_FORMAT, 'separation': settings, 'songs': songs,
+  files.write_json(paths.scores, {'format': SCORES_FORMAT, 'separation': settings, 'songs': songs,
                                     'median': median})
   make_figures(paths, tracks[0], outputs[0])
   timings['score and report'] = time.perf_counter() - start

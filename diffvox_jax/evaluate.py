@@ -21,9 +21,9 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from diffvox_jax import baselines, metrics, results, separate
+from diffvox_jax import baselines, files, metrics, results, separate
 from diffvox_jax import sampler as sampler_lib
-from diffvox_jax.train.checkpoint import save_config
+from diffvox_jax.inference import save_config
 
 Estimate = Callable[[Any, int], np.ndarray]  # (track, run) -> (time, channels) vocal estimate.
 
@@ -82,7 +82,7 @@ def _reusable(path: pathlib.Path, system: System, museval: bool, window_s: float
   made with other settings is an error."""
   if not path.is_file():
     return False
-  record = results.read_json(path)
+  record = files.read_json(path)
   if record.get('settings') != system.settings:
     raise ValueError(f'{path}: made with settings {record.get("settings")}, not {system.settings}; '
                      'evaluate into another output folder (or delete it)')
@@ -93,7 +93,7 @@ def _score_and_write(path: pathlib.Path, track: Any, estimate: np.ndarray, musev
                      details: dict) -> None:
   record = score_track(track, estimate, museval=museval, window_s=window_s)
   record.update(details)
-  results.write_json(path, record)
+  files.write_json(path, record)
 
 
 class _Scorer:

@@ -27,7 +27,7 @@ from scipy import signal  # noqa: E402
 from tensorboardX.proto import event_pb2  # noqa: E402
 from tensorboardX.record_writer import masked_crc32c  # noqa: E402
 
-from diffvox_jax.train.checkpoint import write_atomically  # noqa: E402
+from diffvox_jax.files import write_atomically  # noqa: E402
 
 EVENT_FILE_PATTERN = 'events.out.tfevents.*'
 SPECTROGRAM_N_FFT = 1024

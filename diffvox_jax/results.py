@@ -14,7 +14,6 @@ median over the 1 s frames of a track, NaN frames ignored):
   (with one run, `median` equals `median_runs_mean`).
 """
 
-import json
 import pathlib
 import re
 from collections.abc import Iterable, Sequence
@@ -22,27 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from diffvox_jax import metrics
-from diffvox_jax.train.checkpoint import write_atomically
+from diffvox_jax import files, metrics
 
 SUMMARY_METRICS = ('usdr',) + metrics.BSS_METRICS
 STATISTICS = ('vocals only. usdr: SDX23 global SDR of the whole track; SDR/SIR/SAR/ISR: museval v4, median over 1 s '
               'frames. median_runs_mean/std: mean/std over runs of the median over tracks (the paper\'s statistic, the '
               'headline); median/mean: over tracks of the per-track value averaged over runs. dB.')
-
-
-def write_json(path: str | pathlib.Path, data: Any) -> None:
-  """Writes `data` as indented JSON atomically (NaN/inf are not allowed: store None instead)."""
-  write_atomically(pathlib.Path(path), (json.dumps(data, indent=2, allow_nan=False) + '\n').encode())
-
-
-def read_json(path: str | pathlib.Path) -> Any:
-  """Reads a JSON file; a damaged file is an error naming it."""
-  path = pathlib.Path(path)
-  try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as error:
-    raise ValueError(f'{path}: not valid JSON ({error})') from None
 
 
 def track_filename(name: str) -> str:
@@ -89,7 +73,7 @@ def summarize(system: Any, track_names: Sequence[str]) -> dict:
   seconds = []
   for run in range(system.runs):
     for index, track_name in enumerate(track_names):
-      record = read_json(result_path(system.results_dir, run, track_name))
+      record = files.read_json(result_path(system.results_dir, run, track_name))
       seconds.append(record['estimate_seconds'])
       for name, value in _vocal_values(record).items():
         values[name][run, index] = value
@@ -138,8 +122,8 @@ def summary_markdown(summary: dict) -> str:
 def write_summary(out_dir: str | pathlib.Path, summary: dict) -> None:
   """Writes `summary.json` and `summary.md` into `out_dir`."""
   out_dir = pathlib.Path(out_dir)
-  write_json(out_dir / 'summary.json', summary)
-  write_atomically(out_dir / 'summary.md', summary_markdown(summary).encode())
+  files.write_json(out_dir / 'summary.json', summary)
+  files.write_atomically(out_dir / 'summary.md', summary_markdown(summary).encode())
 
 
 def headline(system_summary: dict) -> dict[str, float | int | None]:

@@ -36,7 +36,7 @@ import ml_collections
 from absl import app, flags
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import evaluate, results
+from diffvox_jax import evaluate, files, inference, results
 from diffvox_jax.data import pipeline
 from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import loop
@@ -167,14 +167,14 @@ def run_sweep(sweep: Sweep, base_config: ml_collections.ConfigDict, run_point: R
     point_dir = out_dir / name
     done = point_dir / RESULT_FILE
     if done.is_file():
-      row = results.read_json(done)
+      row = files.read_json(done)
       if row['point'] != json.loads(json.dumps(point)):  # JSON keeps tuples as lists
         raise ValueError(f'{done}: holds point {row["point"]}, not {point}')
     else:
-      checkpoint_lib.save_config(point_dir, config)
+      inference.save_config(point_dir, config)
       print(f'sweep point {len(rows) + 1}/{len(points)}: {name}', flush=True)
       row = {'name': name, 'point': point, 'workdir': str(point_dir), 'result': run_point(config, point_dir)}
-      results.write_json(done, row)
+      files.write_json(done, row)
     rows.append(row)
     if on_point is not None:
       on_point(rows)
@@ -195,9 +195,9 @@ def write_tables(out_dir: str | pathlib.Path, sweep: Sweep, rows: Sequence[dict]
                  plot_x: str | None = None) -> None:
   """`results.json`, `results.md` and, with `plot_x`, `results.png` (uSDR median against that field)."""
   out_dir = pathlib.Path(out_dir)
-  results.write_json(out_dir / 'results.json', {'mode': sweep.mode, 'fields': dict(sweep.fields), 'rows': list(rows),
+  files.write_json(out_dir / 'results.json', {'mode': sweep.mode, 'fields': dict(sweep.fields), 'rows': list(rows),
                                                 'baselines': baselines or {}})
-  checkpoint_lib.write_atomically(out_dir / 'results.md', table_markdown(sweep, rows, baselines).encode())
+  files.write_atomically(out_dir / 'results.md', table_markdown(sweep, rows, baselines).encode())
   if plot_x is not None:
     plotting.plot_sweep(rows, sweep.names, plot_x, out_dir / 'results.png', baselines=baselines)
 
@@ -211,7 +211,7 @@ def evaluate_action(checkpoint: str, *, dataset: str | None, split: str | None, 
   baselines' results go to `baseline_dir`, shared by all points, so they are computed once. `dataset` and
   `split` default to the checkpoint config's `eval.dataset` and `eval.split`.
   """
-  base, params = checkpoint_lib.load_for_inference(checkpoint, use_ema=use_ema)
+  base, params = inference.load_for_inference(checkpoint, use_ema=use_ema)
   dataset, split = dataset or base.eval.dataset, split or base.eval.split
 
   def run_point(config: ml_collections.ConfigDict, point_dir: pathlib.Path) -> dict:
@@ -231,7 +231,7 @@ def baseline_numbers(rows: Sequence[dict]) -> dict[str, dict]:
     for summary_path in (pathlib.Path(row['workdir']) / 'summary.json',
                          pathlib.Path(row['workdir']) / 'evaluation' / 'summary.json'):
       if summary_path.is_file():
-        systems = results.read_json(summary_path)['systems']
+        systems = files.read_json(summary_path)['systems']
         return {s['label']: results.headline(s) for name, s in systems.items() if name != 'model'}
   return {}
 
@@ -244,7 +244,7 @@ def train_action(*, dataset: str | None, split: str | None, data_dir: str | None
     loop.train_and_evaluate(config, point_dir)
     row = {'step': checkpoint_lib.latest_step(point_dir)}
     if dataset:
-      trained, params = checkpoint_lib.load_for_inference(point_dir)
+      trained, params = inference.load_for_inference(point_dir)
       tracks = itertools.islice(pipeline.tracks(trained, dataset, split, data_dir=data_dir), max_tracks)
       audio_format = f'{trained.data.sample_rate}hz_{trained.data.channels}ch'
       summary = evaluate.evaluate_model(

@@ -37,10 +37,9 @@ import numpy as np
 from absl import app, flags
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import evaluate, results
+from diffvox_jax import evaluate, files, inference, results
 from diffvox_jax.commands import common
 from diffvox_jax.data import pipeline
-from diffvox_jax.train import checkpoint as checkpoint_lib
 from experiments import paper, sweep
 
 HEADERS = ['Model', 'Generative?', 'T', '#Params', 'Extra data', 'SDR (paper)', 'uSDR median (ours)',
@@ -73,7 +72,7 @@ def evaluate_models(models: Sequence[tuple[str, str]], out: pathlib.Path, *, dat
   `label`, `steps`, `params`, `extra_data` and the evaluation `summary`."""
   entries = []
   for label, checkpoint in models:
-    config, params = checkpoint_lib.load_for_inference(checkpoint)
+    config, params = inference.load_for_inference(checkpoint)
     config = config_lib.with_sampler_overrides(config, sampler_overrides)
     model_dataset, model_split = dataset or config.eval.dataset, split or config.eval.split
     tracks = itertools.islice(pipeline.tracks(config, model_dataset, model_split, data_dir=data_dir), max_tracks)
@@ -141,9 +140,9 @@ def write_table1(out: pathlib.Path, entries: Sequence[dict]) -> None:
   note = (f'Ours: {where}, {len(tracks)} tracks; median uSDR over tracks (dB, per-track value averaged over runs); '
           '"over runs" is the mean ± std over runs of the median; SIR: museval v4, median over tracks of the '
           'median over 1 s frames. Paper: MUSDB18-HQ test.\n\n')
-  checkpoint_lib.write_atomically(out / 'table1.md', (note + results.markdown_table(HEADERS, table1_rows(entries)))
+  files.write_atomically(out / 'table1.md', (note + results.markdown_table(HEADERS, table1_rows(entries)))
                                   .encode())
-  results.write_json(out / 'table1.json', {
+  files.write_json(out / 'table1.json', {
       'models': [{k: v for k, v in e.items() if k != 'summary'} | results.headline(e['summary']['systems']['model'])
                  for e in entries],
       'baselines': baseline_headlines(entries),

@@ -35,8 +35,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from diffvox_jax import results
-from diffvox_jax.train import checkpoint as checkpoint_lib
+from diffvox_jax import files, results
 from experiments import paper, plotting, sweep
 
 FIELDS = ('sampler.steps', 'sampler.eta', 'sampler.cutoff_hz')
@@ -101,10 +100,10 @@ def write_table2(out: pathlib.Path, grid: sweep.Sweep, rows: Sequence[dict]) -> 
   """`table2.md`, `table2.json`, `table2.png` and the sweep's own `results.{md,json}`."""
   baselines = sweep.baseline_numbers(rows)
   sweep.write_tables(out, grid, rows, baselines)
-  results.write_json(out / 'table2.json', {
+  files.write_json(out / 'table2.json', {
       'rows': [{**row['point'], **row['result'], 'paper_usdr': paper_sdr(row['point'])} for row in rows],
       'baselines': baselines})
-  checkpoint_lib.write_atomically(out / 'table2.md', table2_markdown(rows, baselines).encode())
+  files.write_atomically(out / 'table2.md', table2_markdown(rows, baselines).encode())
   reference = [{'point': dict(zip(FIELDS, (r.steps, r.eta, r.cutoff_hz), strict=True)),
                 'result': {'usdr': r.sdr}} for r in paper.TABLE2]
   plotting.plot_sweep(rows, grid.names, 'sampler.steps', out / 'table2.png', baselines=baselines,

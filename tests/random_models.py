@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from diffvox_jax import files, inference
 from diffvox_jax.models import build_model
-from diffvox_jax.train import checkpoint as checkpoint_lib
 
 
 def param_shapes(config: ml_collections.ConfigDict):
@@ -24,6 +24,6 @@ def write_random_checkpoint(folder: pathlib.Path, config: ml_collections.ConfigD
   """An exported model folder (`config.json` + `params.msgpack`) with N(0, 0.05) parameters; returns `folder`."""
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda s: rng.normal(0, 0.05, s.shape).astype(s.dtype), param_shapes(config))
-  checkpoint_lib.write_atomically(folder / checkpoint_lib.PARAMS_FILE, flax.serialization.msgpack_serialize(params))
-  checkpoint_lib.save_config(folder, config)
+  files.write_atomically(folder / inference.PARAMS_FILE, flax.serialization.msgpack_serialize(params))
+  inference.save_config(folder, config)
   return folder

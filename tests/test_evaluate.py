@@ -11,10 +11,9 @@ import pytest
 import random_models
 import soundfile as sf
 
-from diffvox_jax import baselines, evaluate, metrics, results
+from diffvox_jax import baselines, evaluate, files, inference, metrics, results
 from diffvox_jax.config import load_config
 from diffvox_jax.data import builders, pipeline
-from diffvox_jax.train import checkpoint as checkpoint_lib
 
 RATE = 8000
 MINI_OVERRIDES = (
@@ -127,7 +126,7 @@ def test_run_systems_writes_results_and_resumes(tmp_path):
   tracks = [_song(seed=0), _song(seconds=0.5, seed=1)]
   names = evaluate.run_systems([system], tracks, museval=False, progress=False)
   assert names == ['song 0', 'song 1'] and len(calls) == 4
-  record = results.read_json(results.result_path(tmp_path / 'model', 1, 'song 0'))
+  record = files.read_json(results.result_path(tmp_path / 'model', 1, 'song 0'))
   assert record['usdr']['vocals'] == pytest.approx(metrics.usdr(tracks[0].vocals, 0.9 * tracks[0].vocals))
   assert 'targets' not in record and record['settings'] == {'gains': [0.5, 0.9]}
 
@@ -141,13 +140,13 @@ def test_run_systems_writes_results_and_resumes(tmp_path):
   assert len(calls) == 4  # everything reused
   evaluate.run_systems([system], tracks, museval=True, progress=False)
   assert len(calls) == 8  # museval was not computed before: scored again
-  assert results.read_json(results.result_path(tmp_path / 'model', 0, 'song 1'))['targets'][0]['name'] == 'vocals'
+  assert files.read_json(results.result_path(tmp_path / 'model', 0, 'song 1'))['targets'][0]['name'] == 'vocals'
 
   # Scoring in worker processes writes the same results.
   pooled = system._replace(results_dir=tmp_path / 'pooled')
   evaluate.run_systems([pooled], tracks, museval=True, workers=2, progress=False)
   for run, name in ((0, 'song 0'), (1, 'song 1')):
-    here, there = (results.read_json(results.result_path(tmp_path / f, run, name)) for f in ('model', 'pooled'))
+    here, there = (files.read_json(results.result_path(tmp_path / f, run, name)) for f in ('model', 'pooled'))
     here.pop('estimate_seconds'), there.pop('estimate_seconds')
     assert here == there
 
@@ -173,7 +172,7 @@ def test_evaluate_command_end_to_end(tmp_path, mini_checkpoint, mir1k_data):
   markdown = (out / 'summary.md').read_text()
   assert '| mini | 2 |' in markdown and '| IRM oracle | 1 |' in markdown and markdown in result.stdout
 
-  config = checkpoint_lib.read_config(out)
+  config = inference.read_config(out)
   tracks = list(pipeline.tracks(config, 'mir1k', 'validation', data_dir=mir1k_data))
   mixture_usdr = [metrics.usdr(t.vocals, t.mixture) for t in tracks]
   assert summary['systems']['mixture']['metrics']['usdr']['median'] == pytest.approx(np.median(mixture_usdr))
@@ -181,7 +180,7 @@ def test_evaluate_command_end_to_end(tmp_path, mini_checkpoint, mir1k_data):
   mix = summary['systems']['mixture']['metrics']
   assert irm['usdr']['median'] > mix['usdr']['median'] and irm['SDR']['median'] > mix['SDR']['median']
 
-  runs = [results.read_json(results.result_path(out / 'model', run, CLIPS[0])) for run in range(2)]
+  runs = [files.read_json(results.result_path(out / 'model', run, CLIPS[0])) for run in range(2)]
   assert [r['run'] for r in runs] == [0, 1] and runs[0]['usdr'] != runs[1]['usdr']  # different seeds.
   assert runs[0]['settings']['sampler']['steps'] == 2 and runs[0]['settings']['sampler']['eta'] == 0.4
   vocal_frames = runs[0]['targets'][0]['frames']
@@ -190,7 +189,7 @@ def test_evaluate_command_end_to_end(tmp_path, mini_checkpoint, mir1k_data):
 
   # Resuming: everything is on disk, so nothing is estimated again (the model is never even compiled).
   before = {p: p.stat().st_mtime_ns for p in out.rglob('run*/*.json')}
-  config, params = checkpoint_lib.load_for_inference(mini_checkpoint)
+  config, params = inference.load_for_inference(mini_checkpoint)
   config.sampler.steps = 2
   again = evaluate.evaluate_model(config, params, iter(tracks), out, dataset='mir1k', split='validation', runs=2,
                                   label='mini', checkpoint=str(mini_checkpoint.resolve()), progress=False)

@@ -75,7 +75,7 @@ def test_a_two_point_table2_sweep_writes_its_tables_and_plot(tmp_path):
   assert '| 100 | 0.4 | 5 kHz | 5.84 ± 0.10 | 5.34 | 4.84 | 15.84 | 8.52 |' in table
   assert '| 100 | 0.8 | 5 kHz | 5.04 ± 0.10 |' in table and table.rstrip().endswith('| 7.20 |')
   assert (tmp_path / 'table2.png').read_bytes().startswith(PNG_SIGNATURE)
-  assert sweep.results.read_json(tmp_path / 'results.json')['rows'][1]['point']['sampler.eta'] == 0.8
+  assert sweep.files.read_json(tmp_path / 'results.json')['rows'][1]['point']['sampler.eta'] == 0.8
   assert 'steps=100' not in (tmp_path / 'results.md').read_text()  # the table has a column per swept field
 
   again = sweep.run_sweep(grid, base, run_point, tmp_path)

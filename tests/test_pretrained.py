@@ -12,9 +12,8 @@ import pytest
 import random_models
 import soundfile as sf
 
-from diffvox_jax import baselines, metrics, separate
+from diffvox_jax import baselines, inference, metrics, separate
 from diffvox_jax.data import synthetic
-from diffvox_jax.train import checkpoint as checkpoint_lib
 
 MAX_BYTES = 30 * 2**20
 # A synthetic song none of the packaged models heard (the demo model trained on seeds 0 .. 95, the MIR-1K models
@@ -27,7 +26,7 @@ PACKAGED = separate.packaged_models()
 def packaged():
   """(folder, config, params) of the packaged model."""
   folder = separate.default_checkpoint()
-  config, params = checkpoint_lib.load_for_inference(folder)
+  config, params = inference.load_for_inference(folder)
   return folder, config, params
 
 
@@ -42,14 +41,14 @@ def test_the_package_ships_the_default_and_the_earlier_models():
 def test_every_packaged_model_is_small_and_complete(name):
   folder = separate.resolve_checkpoint(name)
   assert folder.parent == pathlib.Path(separate.__file__).parent / 'pretrained'
-  for file in ('config.json', checkpoint_lib.PARAMS_FILE, 'MODEL_CARD.md'):
+  for file in ('config.json', inference.PARAMS_FILE, 'MODEL_CARD.md'):
     assert (folder / file).is_file(), file
   assert sum(path.stat().st_size for path in folder.iterdir()) <= MAX_BYTES
 
 
 @pytest.mark.parametrize('name', PACKAGED)
 def test_the_packaged_parameters_fit_their_config(name):
-  config, params = checkpoint_lib.load_for_inference(separate.resolve_checkpoint(name))
+  config, params = inference.load_for_inference(separate.resolve_checkpoint(name))
   assert '/' not in config.data.data_dir.removeprefix('~/')  # no machine paths shipped
   expected = random_models.param_shapes(config)
   assert jax.tree.map(lambda leaf: leaf.shape, params) == jax.tree.map(lambda leaf: leaf.shape, expected)

@@ -13,10 +13,9 @@ from tensorboardX import SummaryWriter
 from tensorboardX.proto import event_pb2
 from test_spectral import _tiny
 
-from diffvox_jax import metrics
+from diffvox_jax import inference, metrics
 from diffvox_jax.data import pipeline
 from diffvox_jax.models import build_model
-from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import state as state_lib
 from diffvox_jax.train import validation
 
@@ -118,7 +117,7 @@ def test_validation_separation_writes_audio_spectrograms_usdr_and_keeps_the_best
   assert (10, 'separation_2/estimate') not in tags
   best = json.loads((tmp_path / 'best' / validation.BEST_FILE).read_text())
   assert best == {'step': 10 if first >= second else 20, 'usdr': pytest.approx(max(first, second))}
-  loaded_config, loaded = checkpoint_lib.load_for_inference(tmp_path / 'best')
+  loaded_config, loaded = inference.load_for_inference(tmp_path / 'best')
   assert loaded_config.model.kind == 'spectral'
   assert jax.tree.structure(loaded) == jax.tree.structure(jax.device_get(params))
 

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 from test_evaluate import CLIPS, MINI_OVERRIDES, RATE, mini_checkpoint, mir1k_data  # noqa: F401  (session fixtures)
 
-from diffvox_jax import results
+from diffvox_jax import files, inference, results
 from diffvox_jax.data import builders
 from diffvox_jax.train import checkpoint as checkpoint_lib
 
@@ -72,7 +72,7 @@ def test_sweep_evaluates_a_checkpoint_at_every_sampler_point(tmp_path, env, mini
   result = run(python_module('experiments.sweep', '--action', 'evaluate', '--checkpoint', mini_checkpoint,
                              *EVALUATION, '--data-dir', mir1k_data, '--set', 'sampler.steps=1,2',
                              '--set', 'sampler.eta=0,0.4', '--out', out, '--plot-x', 'sampler.steps'), env)
-  rows = results.read_json(out / 'results.json')['rows']
+  rows = files.read_json(out / 'results.json')['rows']
   assert [row['point'] for row in rows] == [{'sampler.steps': s, 'sampler.eta': e} for s in (1, 2) for e in (0, 0.4)]
   assert all(row['result']['tracks'] == 1 and np.isfinite(row['result']['usdr_median']) for row in rows)
   table = markdown_rows(out / 'results.md')
@@ -81,7 +81,7 @@ def test_sweep_evaluates_a_checkpoint_at_every_sampler_point(tmp_path, env, mini
   assert (out / 'results.png').read_bytes().startswith(PNG_SIGNATURE)
   assert (out / 'results.md').read_text() in result.stdout
   # Each point really sampled with its own settings.
-  record = results.read_json(results.result_path(out / 'steps=1,eta=0.4' / 'model', 0, CLIPS[0]))
+  record = files.read_json(results.result_path(out / 'steps=1,eta=0.4' / 'model', 0, CLIPS[0]))
   assert (record['settings']['sampler']['steps'], record['settings']['sampler']['eta']) == (1, 0.4)
 
 
@@ -95,9 +95,9 @@ def test_sweep_trains_every_point(tmp_path, env, mir1k_data):  # noqa: F811
                              *[arg for override in overrides for arg in ('--override', override)], '--out', out), env)
   for name, peak_lr in (('peak_lr=0.001', 1e-3), ('peak_lr=0.0003', 3e-4)):
     assert checkpoint_lib.latest_step(out / name) == 2
-    config = checkpoint_lib.read_config(out / name)
+    config = inference.read_config(out / name)
     assert config.optim.peak_lr == peak_lr and config.data.sample_rate == RATE
-  rows = results.read_json(out / 'results.json')['rows']
+  rows = files.read_json(out / 'results.json')['rows']
   assert [(row['name'], row['result']['step']) for row in rows] == [('peak_lr=0.001', 2), ('peak_lr=0.0003', 2)]
   assert [line.split(' | ')[0] for line in markdown_rows(out / 'results.md')] == ['| 0.001', '| 0.0003']
   assert '| 0.0003 |' in result.stdout
@@ -108,7 +108,7 @@ def test_table1_command_writes_the_paper_layout(tmp_path, env, mini_checkpoint, 
   run(python_module('experiments.table1_models', '--model', f'Diff-DMX-RT-musdb={mini_checkpoint}',
                     '--model', f'mini={mini_checkpoint}', *EVALUATION, '--data-dir', mir1k_data,
                     '--steps', '1', '--eta', '0.4', '--cutoff-hz', '1000', '--workers', '1', '--out', out), env)
-  models = {entry['label']: entry for entry in results.read_json(out / 'table1.json')['models']}
+  models = {entry['label']: entry for entry in files.read_json(out / 'table1.json')['models']}
   assert list(models) == ['Diff-DMX-RT-musdb', 'mini'] and models['mini']['steps'] == 1
   rows = markdown_rows(out / 'table1.md')
   assert len(rows) == 9 + 1 + 1  # the paper's rows, our other model, the mixture
@@ -124,10 +124,10 @@ def table2_model(tmp_path_factory, mini_checkpoint, mir1k_data) -> tuple[pathlib
   root = tmp_path_factory.mktemp('table2')
   model = root / 'model'
   model.mkdir()
-  (model / checkpoint_lib.PARAMS_FILE).write_bytes((mini_checkpoint / checkpoint_lib.PARAMS_FILE).read_bytes())
-  config = checkpoint_lib.read_config(mini_checkpoint)
+  (model / inference.PARAMS_FILE).write_bytes((mini_checkpoint / inference.PARAMS_FILE).read_bytes())
+  config = inference.read_config(mini_checkpoint)
   config.data.sample_rate = TABLE2_RATE
-  checkpoint_lib.save_config(model, config)
+  inference.save_config(model, config)
   for source in (mir1k_data.parent / 'source').rglob('*.flac'):  # the clips `mir1k_data` cut
     audio, rate = sf.read(source)
     target = root / 'source' / source.relative_to(mir1k_data.parent / 'source')
@@ -144,7 +144,7 @@ def test_table2_command_writes_the_paper_layout(tmp_path, env, table2_model):
   result = run(python_module('experiments.table2_sampling', '--checkpoint', model, *EVALUATION, '--data-dir', data,
                              '--steps', '100', '--out', out), env)
   rows = markdown_rows(out / 'table2.md')
-  numbers = results.read_json(out / 'table2.json')['rows']
+  numbers = files.read_json(out / 'table2.json')['rows']
   assert [(row['sampler.steps'], row['sampler.eta'], row['paper_usdr']) for row in numbers] == [(100, 0.4, 8.52),
                                                                                                 (100, 0.8, 7.20)]
   headline = results.format_db(numbers[0]['usdr'], numbers[0]['usdr_runs_std'])  # the paper's statistic first

@@ -14,9 +14,8 @@ import pytest
 import random_models
 import soundfile as sf
 
-from diffvox_jax import separate
+from diffvox_jax import inference, separate
 from diffvox_jax.config import load_config
-from diffvox_jax.train import checkpoint as checkpoint_lib
 
 RATE = 8000
 MINI_OVERRIDES = (
@@ -220,7 +219,7 @@ def test_separate_command_end_to_end_with_bad_inputs(tmp_path):
   assert track_rate == 16000 and track.shape == (RATE, 1)
 
   # The in-memory path (evaluation's `separate_array`) gives the same vocals as the streamed file.
-  config, params = checkpoint_lib.load_for_inference(checkpoint)
+  config, params = inference.load_for_inference(checkpoint)
   in_memory = separate.separate_array(config, params, good, rng=jax.random.key(3))
   np.testing.assert_allclose(in_memory, vocals, atol=1e-5)
   assert json.loads((checkpoint / 'config.json').read_text())['sampler']['steps'] == 2

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from diffvox_jax import diffusion, sampler
+from diffvox_jax import diffusion, files, inference, sampler
 from diffvox_jax.config import ConfigError, load_config, validate
 from diffvox_jax.models import build_model, parameter_counts
 from diffvox_jax.models.spectral import BETA_FLOOR
 from diffvox_jax.models.stft import istft, stft
-from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import loop
 from diffvox_jax.train import state as state_lib
 from diffvox_jax.train import step as step_lib
@@ -187,8 +186,8 @@ def test_config_checks_for_the_spectral_kinds():
 
 def _export(folder, config, params):
   """Writes an exported model (config.json + params.msgpack) the way `export_for_inference` lays it out."""
-  checkpoint_lib.write_atomically(folder / checkpoint_lib.PARAMS_FILE, flax.serialization.msgpack_serialize(params))
-  checkpoint_lib.save_config(folder, config)
+  files.write_atomically(folder / inference.PARAMS_FILE, flax.serialization.msgpack_serialize(params))
+  inference.save_config(folder, config)
 
 
 def test_a_frozen_conditioner_from_a_trained_mask_model_stays_fixed_while_the_generator_learns(tmp_path):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from diffvox_jax import config as config_lib
+from diffvox_jax import inference
 from diffvox_jax.models import build_model
 from diffvox_jax.train import checkpoint, loop, optimizer, parallel, step
 from diffvox_jax.train import state as state_lib
@@ -272,28 +273,28 @@ def test_load_for_inference_reads_workdirs_and_exports(tmp_path):
   config = tiny_config()
   stream = StandInStream()
   trained, _ = run_steps([next(stream) for _ in range(2)])
-  checkpoint.save_config(tmp_path / 'run', config)
+  inference.save_config(tmp_path / 'run', config)
   manager = checkpoint.make_manager(tmp_path / 'run')
   checkpoint.save_checkpoint(manager, jax.device_put(trained, jax.devices()[0]), {'index': 2})
   manager.close()
 
-  loaded_config, ema = checkpoint.load_for_inference(tmp_path / 'run')
+  loaded_config, ema = inference.load_for_inference(tmp_path / 'run')
   assert config_lib.to_json(loaded_config) == config_lib.to_json(config)
   jax.tree.map(np.testing.assert_array_equal, ema, trained.ema_params)
-  _, raw = checkpoint.load_for_inference(tmp_path / 'run', use_ema=False)
+  _, raw = inference.load_for_inference(tmp_path / 'run', use_ema=False)
   jax.tree.map(np.testing.assert_array_equal, raw, trained.params)
 
-  assert checkpoint.export_for_inference(tmp_path / 'run', tmp_path / 'export') == 2
+  assert inference.export_for_inference(tmp_path / 'run', tmp_path / 'export') == 2
   assert sorted(p.name for p in (tmp_path / 'export').iterdir()) == ['config.json', 'params.msgpack']
-  exported_config, exported = checkpoint.load_for_inference(tmp_path / 'export')
+  exported_config, exported = inference.load_for_inference(tmp_path / 'export')
   assert exported_config == loaded_config
   jax.tree.map(np.testing.assert_array_equal, exported, trained.ema_params)
 
-  with pytest.raises(checkpoint.CheckpointError, match='config.json'):
-    checkpoint.load_for_inference(tmp_path / 'missing')
-  checkpoint.save_config(tmp_path / 'empty', config)
-  with pytest.raises(checkpoint.CheckpointError, match='neither an exported model'):
-    checkpoint.load_for_inference(tmp_path / 'empty')
+  with pytest.raises(inference.CheckpointError, match='config.json'):
+    inference.load_for_inference(tmp_path / 'missing')
+  inference.save_config(tmp_path / 'empty', config)
+  with pytest.raises(inference.CheckpointError, match='neither an exported model'):
+    inference.load_for_inference(tmp_path / 'empty')
 
 
 def test_training_writes_config_scalars_and_checkpoints_then_resumes_without_work(tmp_path):
@@ -317,7 +318,7 @@ def test_nan_batch_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_
   with pytest.raises(loop.TrainingDiverged, match=r'non-finite loss at step 5 .*last good checkpoint \(step 4\)'):
     loop.train_and_evaluate(config, tmp_path, model=StandInModel(), train_data=StandInStream(nan_at=4))
   assert checkpoint.make_manager(tmp_path, create=False).all_steps() == [2, 4]
-  params = checkpoint.load_for_inference(tmp_path, use_ema=False)[1]
+  params = inference.load_for_inference(tmp_path, use_ema=False)[1]
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
 
 

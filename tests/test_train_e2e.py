@@ -18,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from diffvox_jax import inference
 from diffvox_jax.train import checkpoint
 
 pytestmark = pytest.mark.slow
@@ -169,7 +170,7 @@ def read_checkpoint(workdir: pathlib.Path, step: int) -> dict:
     args[item] = ocp.args.StandardRestore(target)
   restored = jax.device_get(dict(manager.restore(step, args=ocp.args.Composite(**args))))
   manager.close()
-  iterator_dir = workdir / checkpoint.CHECKPOINT_DIR / str(step) / checkpoint.ITERATOR_ITEM
+  iterator_dir = workdir / inference.CHECKPOINT_DIR / str(step) / checkpoint.ITERATOR_ITEM
   restored['iterator_files'] = {path.name: path.read_text() for path in iterator_dir.glob('process_*.json')}
   return restored
 
@@ -227,7 +228,7 @@ def test_diffvox_train_runs_end_to_end_on_synthetic_songs(straight_run):
   for tag in ('train/loss', 'train/v_mse', 'train/latent_mse', 'train/reconstruction_mse', 'train/grad_norm',
               'train/learning_rate', 'train/examples_per_s', 'eval/loss', 'eval_ema/reconstruction_mse'):
     assert tag in tags
-  config, params = checkpoint.load_for_inference(workdir)
+  config, params = inference.load_for_inference(workdir)
   assert config.train.num_steps == NUM_STEPS and config.model.factors == (4, 4)
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
 
@@ -329,7 +330,7 @@ def test_device_check_trains_on_the_minutes_left_and_exports_the_ema_weights(tmp
   assert result.returncode == 0, result.stderr[-3000:]
   trained = json.loads((out / 'device_check.json').read_text())['sections']['train']
   assert trained['step'] == NUM_STEPS and trained['stopped'] == 'finished'
-  config, params = checkpoint.load_for_inference(out / 'model')
+  config, params = inference.load_for_inference(out / 'model')
   assert config.model.factors == (4, 4) and all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
   missing = subprocess.run([sys.executable, str(REPO / 'tools' / 'device_check.py'), '--sections', '', '--out',
                             str(tmp_path / 'again'), '--train-minutes', '1', '--train-data', str(tmp_path / 'none')],

@@ -28,9 +28,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from diffvox_jax import audio, baselines, evaluate, metrics, separate
+from diffvox_jax import audio, baselines, evaluate, inference, metrics, separate
 from diffvox_jax.data import layouts, pipeline
-from diffvox_jax.train import checkpoint as checkpoint_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT.parent / 'shared' / 'data'
@@ -92,7 +91,7 @@ def gnsdr(tracks: list[pipeline.Track], estimates: list[np.ndarray]) -> float:
 
 def model_estimate(path: pathlib.Path, steps: int | None = None) -> Estimate:
   """The model at `path` with its own sampler settings (or `steps` generator evaluations: 0 = direct)."""
-  config, params = checkpoint_lib.load_for_inference(path)
+  config, params = inference.load_for_inference(path)
   if steps is not None:
     config.sampler.steps = steps
   system = evaluate.model_system(config, params, pathlib.Path('unused'), runs=1)

@@ -40,11 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 import soundfile as sf
 
-from diffvox_jax import audio, sampler, separate
+from diffvox_jax import audio, files, inference, sampler, separate
 from diffvox_jax.chunking import chunk_plan, cut_chunks
 from diffvox_jax.config import load_config
 from diffvox_jax.models import build_model
-from diffvox_jax.train import checkpoint as checkpoint_lib
 
 EXCERPT_SECONDS = 12.0
 EXCERPT_RATE = 44100
@@ -156,8 +155,8 @@ def peak_rss_of_separate(config, params, minutes_list: tuple[int, ...], steps: i
   with tempfile.TemporaryDirectory() as folder:
     folder = pathlib.Path(folder)
     model = folder / 'model'
-    checkpoint_lib.write_atomically(model / checkpoint_lib.PARAMS_FILE, flax.serialization.msgpack_serialize(params))
-    checkpoint_lib.save_config(model, config)
+    files.write_atomically(model / inference.PARAMS_FILE, flax.serialization.msgpack_serialize(params))
+    inference.save_config(model, config)
     block = test_signal(60.0)
     for minutes in minutes_list:
       path = folder / f'{minutes}min.wav'

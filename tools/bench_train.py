@@ -26,9 +26,10 @@ import time
 import jax
 import numpy as np
 
+from diffvox_jax import files
 from diffvox_jax.config import load_config
 from diffvox_jax.models import build_model
-from diffvox_jax.train import checkpoint, loop, parallel
+from diffvox_jax.train import loop, parallel
 
 
 def bench_case(name: str, config_name: str, overrides: list[str], timed_steps: int) -> dict:
@@ -104,7 +105,7 @@ def main() -> None:
   machine = {'backend': jax.default_backend(), 'devices': [str(d) for d in jax.devices()],
              'processor': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count()}
   results = json.dumps({'machine': machine, 'rows': rows}, indent=2)
-  checkpoint.write_atomically(pathlib.Path(args.json), results.encode())
+  files.write_atomically(pathlib.Path(args.json), results.encode())
   print_table(rows)
   print(f'results: {args.json}')
   tiny = rows[0]

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffvox_jax import sampler
+from diffvox_jax import inference, sampler
 from diffvox_jax.chunking import chunk_plan, cut_chunks
 from diffvox_jax.config import load_config
 from diffvox_jax.models import build_model
@@ -455,7 +455,6 @@ def check_training(report: Report, plan: Plan) -> list[dict]:
 def train_for(report: Report, minutes: float, config_name: str, data_dir: pathlib.Path,
               overrides: list[str]) -> dict:
   """Trains `config_name` for `minutes` (then SIGTERM: the loop saves a checkpoint) and exports the EMA weights."""
-  from diffvox_jax.train import checkpoint as checkpoint_lib  # the data pipeline is needed here only
   from diffvox_jax.train import loop
 
   if not data_dir.is_dir():
@@ -472,7 +471,7 @@ def train_for(report: Report, minutes: float, config_name: str, data_dir: pathli
     stopped = str(interrupted)
   finally:
     timer.cancel()
-  step = checkpoint_lib.export_for_inference(workdir, report.out / 'model')
+  step = inference.export_for_inference(workdir, report.out / 'model')
   result = {'config': config_name, 'overrides': overrides, 'minutes': minutes, 'step': step, 'stopped': stopped,
             'wall_s': time.perf_counter() - start, 'export': 'model/'}
   report.say(f'trained {config_name} to step {step} in {result["wall_s"]:.0f} s ({stopped}); EMA weights in '

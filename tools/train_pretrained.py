@@ -47,7 +47,7 @@ import time
 import ml_collections
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import demo, evaluate
+from diffvox_jax import demo, evaluate, files, inference
 from diffvox_jax.data import layouts, pipeline
 from diffvox_jax.train import checkpoint as checkpoint_lib
 
@@ -88,7 +88,7 @@ def record_training_time(workdir: pathlib.Path, seconds: float, steps: int, name
                               'cpu_count': os.cpu_count(), 'load_avg_1min_at_end': os.getloadavg()[0]})
   facts['train_wall_s_total'] = round(sum(s['train_wall_s'] for s in facts['sessions']), 1)
   facts['name'] = name
-  checkpoint_lib.write_atomically(path, (json.dumps(facts, indent=2) + '\n').encode())
+  files.write_atomically(path, (json.dumps(facts, indent=2) + '\n').encode())
   return facts
 
 
@@ -103,12 +103,12 @@ def evaluate_export(config: ml_collections.ConfigDict, params, tracks: list[pipe
 
 def export_shipped(workdir: pathlib.Path, export_dir: pathlib.Path, default_config: str) -> int:
   """Exports the EMA weights of `workdir` to `export_dir` with the config's data_dir reset (no machine paths)."""
-  step = checkpoint_lib.export_for_inference(workdir, export_dir)
-  shipped = checkpoint_lib.read_config(export_dir)
+  step = inference.export_for_inference(workdir, export_dir)
+  shipped = inference.read_config(export_dir)
   shipped.data.data_dir = config_lib.load_config(default_config).data.data_dir
-  checkpoint_lib.save_config(export_dir, shipped)
+  inference.save_config(export_dir, shipped)
   print(f'exported step {step} of {workdir} to {export_dir} '
-        f'({(export_dir / checkpoint_lib.PARAMS_FILE).stat().st_size / 2**20:.1f} MiB)')
+        f'({(export_dir / inference.PARAMS_FILE).stat().st_size / 2**20:.1f} MiB)')
   return step
 
 
@@ -173,7 +173,7 @@ def main() -> None:
   export_shipped(args.workdir, EXPORT_DIR, demo.DEMO_CONFIG)
   print(f'training wall time so far {facts["train_wall_s_total"] / 60:.1f} min')
 
-  export_config, params = checkpoint_lib.load_for_inference(EXPORT_DIR)
+  export_config, params = inference.load_for_inference(EXPORT_DIR)
   synthetic = list(pipeline.tracks(config, demo.DATASET, demo.TEST_SPLIT))
   evaluate_export(export_config, params, synthetic, args.workdir / 'evaluation' / 'synthetic', demo.DATASET,
                   demo.TEST_SPLIT)

@@ -20,10 +20,9 @@ import pathlib
 from absl import flags
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import evaluate, separate
+from diffvox_jax import evaluate, inference, separate
 from diffvox_jax.commands import common
 from diffvox_jax.data import pipeline
-from diffvox_jax.train import checkpoint as checkpoint_lib
 
 FLAGS = flags.FLAGS
 
@@ -59,7 +58,7 @@ def main(argv: list[str]) -> None:
   if FLAGS.workers < 1:
     common.fail('--workers must be at least 1')
   try:
-    config, params = checkpoint_lib.load_for_inference(separate.resolve_checkpoint(FLAGS.checkpoint),
+    config, params = inference.load_for_inference(separate.resolve_checkpoint(FLAGS.checkpoint),
                                                        use_ema=FLAGS.ema)
     if FLAGS.seed is not None:
       config.seed = FLAGS.seed

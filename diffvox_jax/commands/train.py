@@ -14,9 +14,9 @@ import pathlib
 from absl import flags
 
 from diffvox_jax import config as config_lib
+from diffvox_jax import inference
 from diffvox_jax.commands import common
 from diffvox_jax.data.builders import DatasetError
-from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import loop, parallel
 
 FLAGS = flags.FLAGS
@@ -33,15 +33,15 @@ def main(argv: list[str]) -> None:
     common.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.workdir:
     common.fail('--workdir is required')
-  saved_config = pathlib.Path(FLAGS.workdir).expanduser() / checkpoint_lib.CONFIG_FILE
+  saved_config = pathlib.Path(FLAGS.workdir).expanduser() / inference.CONFIG_FILE
   if FLAGS.config is None and saved_config.is_file():
-    config = checkpoint_lib.read_config(saved_config.parent)
+    config = inference.read_config(saved_config.parent)
   else:
     config = common.validated_config()
   parallel.initialize_distributed(config)
   try:
     loop.train_and_evaluate(config, FLAGS.workdir)
-  except (FileNotFoundError, config_lib.ConfigError, checkpoint_lib.CheckpointError, DatasetError) as error:
+  except (FileNotFoundError, config_lib.ConfigError, inference.CheckpointError, DatasetError) as error:
     common.fail(str(error))
   except loop.TrainingDiverged as error:
     common.fail(str(error), code=1)

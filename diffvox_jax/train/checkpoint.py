@@ -1,4 +1,4 @@
-"""The training workdir: resolved config, orbax checkpoints with exact resume, and inference export.
+"""The training workdir's orbax checkpoints: save and restore the train state with exact resume.
 
 Layout of a workdir:
 
@@ -9,8 +9,8 @@ Layout of a workdir:
         data_iterator/process_<i>-of-<n>.json   every process's input-pipeline iterator state
     tensorboard/                    scalars (see `loop.py`)
 
-An exported model is a folder with `config.json` and `params.msgpack` (`flax.serialization`). Both kinds load
-with `load_for_inference`.
+`config.json` is written and read by `diffvox_jax.inference` (`save_config`, `read_config`), which also loads a
+workdir's parameters for inference and exports them.
 """
 
 import base64
@@ -18,49 +18,16 @@ import dataclasses
 import json
 import os
 import pathlib
-import tempfile
-from typing import Any
 
-import flax.serialization
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
-from diffvox_jax import config as config_lib
+from diffvox_jax.inference import CHECKPOINT_DIR, CheckpointError
 from diffvox_jax.train.state import TrainState
 
-CONFIG_FILE = 'config.json'
-CHECKPOINT_DIR = 'checkpoints'
-PARAMS_FILE = 'params.msgpack'
 STATE_ITEMS = ('params', 'ema_params', 'optimizer')
 ITERATOR_ITEM = 'data_iterator'
-
-
-class CheckpointError(ValueError):
-  """A workdir or export folder that cannot be loaded; the message names the path."""
-
-
-def write_atomically(path: pathlib.Path, data: bytes) -> None:
-  """Writes `data` to a temporary file beside `path` and renames it over `path` (mode 0644)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.name}.', delete=False) as handle:
-    handle.write(data)
-  os.chmod(handle.name, 0o644)
-  os.replace(handle.name, path)
-
-
-def save_config(folder: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
-  """Writes `folder/config.json` (the resolved config) atomically."""
-  write_atomically(pathlib.Path(folder) / CONFIG_FILE, config_lib.to_json(config).encode())
-
-
-def read_config(folder: str | os.PathLike) -> ml_collections.ConfigDict:
-  """Reads and validates `folder/config.json`."""
-  path = pathlib.Path(folder) / CONFIG_FILE
-  if not path.is_file():
-    raise CheckpointError(f'{path}: no such file (a workdir or exported model needs its config.json)')
-  return config_lib.from_json(path.read_text())
 
 
 def encode_iterator_state(state: bytes | dict | list) -> str:
@@ -162,46 +129,3 @@ def latest_step(workdir: str | os.PathLike) -> int | None:
     return manager.latest_step()
   finally:
     manager.close()
-
-
-def _restore_params(workdir: pathlib.Path, use_ema: bool) -> tuple[int, Any]:
-  """`(step, params)` of the newest checkpoint of `workdir` as numpy arrays, whatever devices wrote it."""
-  step = latest_step(workdir)
-  if step is None:
-    raise CheckpointError(f'{workdir}: neither an exported model ({PARAMS_FILE}) nor a workdir with a complete '
-                          f'checkpoint in {CHECKPOINT_DIR}/')
-  item = 'ema_params' if use_ema else 'params'
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  manager = make_manager(workdir, create=False)
-  try:
-    target = jax.tree.map(lambda array: jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=device),
-                          manager.item_metadata(step)[item])
-    restored = manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(target)}))
-  finally:
-    manager.close()
-  return step, jax.device_get(restored[item])
-
-
-def load_for_inference(path: str | os.PathLike, use_ema: bool = True) -> tuple[ml_collections.ConfigDict, Any]:
-  """Loads `(config, params)` for `model.apply({'params': params}, ...)` from a training workdir (its newest
-  checkpoint; the EMA parameters when `use_ema`) or from a folder written by `export_for_inference`.
-
-  Params are nested dicts of numpy float32 arrays.
-  """
-  folder = pathlib.Path(path).expanduser()
-  config = read_config(folder)
-  if (folder / PARAMS_FILE).is_file():
-    return config, flax.serialization.msgpack_restore((folder / PARAMS_FILE).read_bytes())
-  return config, _restore_params(folder, use_ema)[1]
-
-
-def export_for_inference(workdir: str | os.PathLike, out_dir: str | os.PathLike, use_ema: bool = True) -> int:
-  """Writes `out_dir/config.json` and `out_dir/params.msgpack` from the newest checkpoint of `workdir`;
-  returns the exported step."""
-  folder = pathlib.Path(workdir).expanduser()
-  config = read_config(folder)
-  step, params = _restore_params(folder, use_ema)
-  out = pathlib.Path(out_dir).expanduser()
-  write_atomically(out / PARAMS_FILE, flax.serialization.msgpack_serialize(params))
-  save_config(out, config)
-  return step

@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
 from diffvox_jax import config as config_lib
+from diffvox_jax import inference
 from diffvox_jax.models import spectral as models_spectral
 from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import parallel, validation
@@ -131,10 +132,10 @@ def write_resolved_config(workdir: pathlib.Path, config: ml_collections.ConfigDi
   """Saves `workdir/config.json` (process 0), warning when it replaces a different config of the same run."""
   if jax.process_index() != 0:
     return
-  path = workdir / checkpoint_lib.CONFIG_FILE
+  path = workdir / inference.CONFIG_FILE
   if path.is_file() and path.read_text() != config_lib.to_json(config):
     announce(f'warning: {path} held a different config; with changed settings the resume is not exact')
-  checkpoint_lib.save_config(workdir, config)
+  inference.save_config(workdir, config)
 
 
 def announce(message: str) -> None:
@@ -178,7 +179,7 @@ class Reporter:
     bad = ~(np.isfinite(metrics['loss']) & np.isfinite(metrics['grad_norm']))
     if bad.any():
       index = int(np.argmax(bad))
-      kept = (f'the last good checkpoint (step {last_saved}) is kept in {self.workdir / checkpoint_lib.CHECKPOINT_DIR}'
+      kept = (f'the last good checkpoint (step {last_saved}) is kept in {self.workdir / inference.CHECKPOINT_DIR}'
               if last_saved is not None else 'no checkpoint had been saved yet')
       raise TrainingDiverged(
           f'non-finite loss at step {first_step + index + 1} (loss={metrics["loss"][index]}, '
@@ -235,7 +236,7 @@ def pretrained_conditioner(source: str) -> tuple[ml_collections.ConfigDict, Any]
   its EMA weights): a 'mask' model's whole network or a 'spectral' model's conditioner."""
   from diffvox_jax import separate
 
-  source_config, params = checkpoint_lib.load_for_inference(separate.resolve_checkpoint(source))
+  source_config, params = inference.load_for_inference(separate.resolve_checkpoint(source))
   return source_config, params['conditioner']
 
 

@@ -19,8 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from diffvox_jax import metrics, sampler
-from diffvox_jax.train import checkpoint as checkpoint_lib
+from diffvox_jax import files, inference, metrics, sampler
 
 BEST_DIR = 'best'
 BEST_FILE = 'best.json'  # {"step": s, "usdr": x} of the parameters in best/.
@@ -82,8 +81,8 @@ class ValidationSeparation:
       writer.flush()
     if usdr > self.best and jax.process_index() == 0:
       self.best = usdr
-      checkpoint_lib.write_atomically(self.best_dir / checkpoint_lib.PARAMS_FILE,
+      files.write_atomically(self.best_dir / inference.PARAMS_FILE,
                                       flax.serialization.msgpack_serialize(jax.device_get(params)))
-      checkpoint_lib.save_config(self.best_dir, self.config)
-      checkpoint_lib.write_atomically(self.best_dir / BEST_FILE, json.dumps({'step': step, 'usdr': usdr}).encode())
+      inference.save_config(self.best_dir, self.config)
+      files.write_atomically(self.best_dir / BEST_FILE, json.dumps({'step': step, 'usdr': usdr}).encode())
     return usdr

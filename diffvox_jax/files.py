@@ -1,0 +1,54 @@
+"""Files that appear whole or not at all: atomic writes, their hidden temp names, JSON.
+
+Every writer of the package writes to a hidden temp file beside its destination (`.NAME.<12 hex>.tmp`) and renames
+it over the destination when complete, so a failure or a kill never leaves a partial file nor touches an existing
+one; `remove_stale_temps` clears what a killed process left (`audio.AudioWriter` calls it on opening).
+"""
+
+import json
+import os
+import pathlib
+import re
+import uuid
+from typing import Any
+
+
+def hidden_temp(path: pathlib.Path, suffix: str = '') -> pathlib.Path:
+  """A fresh hidden temp name beside `path`: `.NAME.<12 hex><suffix>.tmp`."""
+  return path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}{suffix}.tmp')
+
+
+def remove_stale_temps(path: pathlib.Path) -> None:
+  """Removes the hidden temp files of `path` (`hidden_temp` names) that a killed writer left behind."""
+  pattern = re.compile(rf'\.{re.escape(path.name)}\.[0-9a-f]{{12}}(\.\w+)?\.tmp')
+  if path.parent.is_dir():
+    for leftover in path.parent.iterdir():
+      if pattern.fullmatch(leftover.name):
+        leftover.unlink(missing_ok=True)
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
+  """Writes `data` to a hidden temp file beside `path` and renames it over `path` (mode 0644)."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  temp = hidden_temp(path)
+  try:
+    temp.write_bytes(data)
+    os.chmod(temp, 0o644)
+    os.replace(temp, path)
+  finally:
+    temp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+  """Writes `data` as indented JSON atomically (NaN/inf are not allowed: store None instead)."""
+  write_atomically(path, (json.dumps(data, indent=2, allow_nan=False) + '\n').encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  """Reads a JSON file; a damaged file is an error naming it."""
+  path = pathlib.Path(path)
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as error:
+    raise ValueError(f'{path}: not valid JSON ({error})') from None

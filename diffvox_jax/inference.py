@@ -1,0 +1,94 @@
+"""Models for inference: `(config, params)` from a training workdir or an exported model folder, and the export.
+
+A training workdir (see `train/checkpoint.py`) holds `config.json` and orbax checkpoints under `checkpoints/`; an
+exported model is a folder with `config.json` and `params.msgpack` (`flax.serialization`). Both load with
+`load_for_inference`; `export_for_inference` turns the first into the second (what `diffvox_jax/pretrained/`
+ships). Nothing here needs the training package.
+"""
+
+import os
+import pathlib
+from typing import Any
+
+import flax.serialization
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+from diffvox_jax import config as config_lib
+from diffvox_jax import files
+
+CONFIG_FILE = 'config.json'
+CHECKPOINT_DIR = 'checkpoints'
+PARAMS_FILE = 'params.msgpack'
+
+
+class CheckpointError(ValueError):
+  """A workdir or export folder that cannot be loaded; the message names the path."""
+
+
+def save_config(folder: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
+  """Writes `folder/config.json` (the resolved config) atomically."""
+  files.write_atomically(pathlib.Path(folder) / CONFIG_FILE, config_lib.to_json(config).encode())
+
+
+def read_config(folder: str | os.PathLike) -> ml_collections.ConfigDict:
+  """Reads and validates `folder/config.json`."""
+  path = pathlib.Path(folder) / CONFIG_FILE
+  if not path.is_file():
+    raise CheckpointError(f'{path}: no such file (a workdir or exported model needs its config.json)')
+  return config_lib.from_json(path.read_text())
+
+
+def _restore_params(workdir: pathlib.Path, use_ema: bool) -> tuple[int, Any]:
+  """`(step, params)` of the newest checkpoint of `workdir` as numpy arrays, whatever devices wrote it."""
+  item = 'ema_params' if use_ema else 'params'
+  manager = None
+  if (workdir / CHECKPOINT_DIR).is_dir():
+    manager = ocp.CheckpointManager(epath.Path(workdir).absolute() / CHECKPOINT_DIR,
+                                    options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+                                    item_handlers={item: ocp.StandardCheckpointHandler()})
+  try:
+    step = manager.latest_step() if manager else None
+    if step is None:
+      raise CheckpointError(f'{workdir}: neither an exported model ({PARAMS_FILE}) nor a workdir with a complete '
+                            f'checkpoint in {CHECKPOINT_DIR}/')
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda array: jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=device),
+                          manager.item_metadata(step)[item])
+    restored = manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(target)}))
+  finally:
+    if manager:
+      manager.close()
+  return step, jax.device_get(restored[item])
+
+
+def load_for_inference(path: str | os.PathLike, use_ema: bool = True) -> tuple[ml_collections.ConfigDict, Any]:
+  """Loads `(config, params)` for `model.apply({'params': params}, ...)` from a training workdir (its newest
+  checkpoint; the EMA parameters when `use_ema`) or from a folder written by `export_for_inference`.
+
+  Params are nested dicts of numpy float32 arrays.
+  """
+  folder = pathlib.Path(path).expanduser()
+  config = read_config(folder)
+  if (folder / PARAMS_FILE).is_file():
+    return config, flax.serialization.msgpack_restore((folder / PARAMS_FILE).read_bytes())
+  return config, _restore_params(folder, use_ema)[1]
+
+
+def export_params(out_dir: str | os.PathLike, config: ml_collections.ConfigDict, params: Any) -> None:
+  """Writes an exported model folder: `out_dir/params.msgpack` and `out_dir/config.json`."""
+  out = pathlib.Path(out_dir).expanduser()
+  files.write_atomically(out / PARAMS_FILE, flax.serialization.msgpack_serialize(params))
+  save_config(out, config)
+
+
+def export_for_inference(workdir: str | os.PathLike, out_dir: str | os.PathLike, use_ema: bool = True) -> int:
+  """Writes `out_dir/config.json` and `out_dir/params.msgpack` from the newest checkpoint of `workdir`;
+  returns the exported step."""
+  folder = pathlib.Path(workdir).expanduser()
+  config = read_config(folder)
+  step, params = _restore_params(folder, use_ema)
+  export_params(out_dir, config, params)
+  return step
