@@ -36,7 +36,7 @@ import ml_collections
 from absl import app, flags
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import evaluate, files, inference, results
+from diffvox_jax import evaluate, files, flag_groups, inference, results
 from diffvox_jax.data import pipeline
 from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import loop
@@ -257,21 +257,8 @@ def train_action(*, dataset: str | None, split: str | None, data_dir: str | None
   return run_point
 
 
-def define_evaluation_flags() -> None:
-  """Flags shared by the sweep runner and the table scripts: where to evaluate and how."""
-  flags.DEFINE_string('dataset', None, 'prepared dataset to evaluate on (default: the config\'s eval.dataset).')
-  flags.DEFINE_string('split', None, 'split to evaluate (default: the config\'s eval.split).')
-  flags.DEFINE_string('data-dir', None, 'folder of the prepared datasets (default: the config\'s data.data_dir).')
-  flags.DEFINE_integer('runs', None, 'model evaluations per track (default: the config\'s eval.runs).')
-  flags.DEFINE_integer('max-tracks', None, 'evaluate only the first N tracks.')
-  flags.DEFINE_bool('museval', True, 'also compute museval BSS Eval v4 (SDR/SIR/SAR/ISR).')
-  flags.DEFINE_integer('workers', 1, 'processes that compute the metrics while the model separates the next tracks.')
-  flags.DEFINE_bool('baselines', True, 'also score the mixture and the oracle IRM (once per output folder).')
-  flags.DEFINE_string('out', None, 'output folder.')
-
-
 def define_flags() -> None:
-  define_evaluation_flags()
+  flag_groups.define_evaluation_flags(museval_default=True)
   flags.DEFINE_enum('action', 'evaluate', ['evaluate', 'train'], 'what every point runs.')
   flags.DEFINE_string('sweep', None, 'sweep file (a Python file with get_sweep()).')
   flags.DEFINE_multi_string('set', [], 'field=v1,v2,...: a swept config field (repeatable).')

@@ -37,10 +37,9 @@ import numpy as np
 from absl import app, flags
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import evaluate, files, inference, results
-from diffvox_jax.commands import common
+from diffvox_jax import evaluate, files, flag_groups, inference, results
 from diffvox_jax.data import pipeline
-from experiments import paper, sweep
+from experiments import paper
 
 HEADERS = ['Model', 'Generative?', 'T', '#Params', 'Extra data', 'SDR (paper)', 'uSDR median (ours)',
            'over runs: mean ± std', 'SIR (paper)', 'SIR median (ours)']
@@ -150,9 +149,9 @@ def write_table1(out: pathlib.Path, entries: Sequence[dict]) -> None:
 
 
 def define_flags() -> None:
-  sweep.define_evaluation_flags()
+  flag_groups.define_evaluation_flags(museval_default=True)
   flags.DEFINE_multi_string('model', [], 'LABEL=CHECKPOINT (repeatable): a training workdir or exported model.')
-  common.define_sampler_flags()  # applied to every model.
+  flag_groups.define_sampler_flags()  # applied to every model.
 
 
 def main(argv: Sequence[str]) -> None:
@@ -166,7 +165,7 @@ def main(argv: Sequence[str]) -> None:
     entries = evaluate_models(parse_models(FLAGS.model), out, dataset=FLAGS.dataset, split=FLAGS.split,
                               data_dir=FLAGS['data-dir'].value, runs=FLAGS.runs, max_tracks=FLAGS['max-tracks'].value,
                               museval=FLAGS.museval, with_baselines=FLAGS.baselines,
-                              sampler_overrides=common.sampler_overrides(), workers=FLAGS.workers)
+                              sampler_overrides=flag_groups.sampler_overrides(), workers=FLAGS.workers)
     write_table1(out, entries)
   except (ValueError, TypeError, OSError) as error:
     sys.exit(f'table1: {error}')

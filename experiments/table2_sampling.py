@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from diffvox_jax import files, results
+from diffvox_jax import files, flag_groups, results
 from experiments import paper, plotting, sweep
 
 FIELDS = ('sampler.steps', 'sampler.eta', 'sampler.cutoff_hz')
@@ -112,7 +112,7 @@ def write_table2(out: pathlib.Path, grid: sweep.Sweep, rows: Sequence[dict]) -> 
 
 
 def define_flags() -> None:
-  sweep.define_evaluation_flags()
+  flag_groups.define_evaluation_flags(museval_default=True)
   flags.FLAGS.set_default('museval', False)  # the paper's Table 2 is uSDR only; BSS Eval of 14 x 5 runs is slow.
   flags.DEFINE_string('checkpoint', None, 'training workdir or exported model folder.')
   flags.DEFINE_bool('full', False, 'the whole product of T, eta and f_c instead of the paper\'s 14 rows.')

@@ -20,7 +20,7 @@ import pathlib
 from absl import flags
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import evaluate, inference, separate
+from diffvox_jax import evaluate, flag_groups, inference, separate
 from diffvox_jax.commands import common
 from diffvox_jax.data import pipeline
 
@@ -30,20 +30,11 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   flags.DEFINE_string('checkpoint', None, 'training workdir or exported model folder (config.json beside it).')
   flags.DEFINE_bool('ema', True, 'use the EMA parameters of a training workdir (--noema: the raw parameters).')
-  flags.DEFINE_string('dataset', None, 'prepared tfds dataset name (default: the config\'s eval.dataset).')
-  flags.DEFINE_string('split', None, 'split to evaluate (default: the config\'s eval.split).')
-  flags.DEFINE_string('data-dir', None, 'folder of the prepared datasets (default: the config\'s data.data_dir).')
-  common.define_sampler_flags()
+  flag_groups.define_evaluation_flags()
+  flag_groups.define_sampler_flags()
   flags.DEFINE_integer('seed', None, 'base random seed (default: the config\'s seed); run k of a track uses its own '
                        'key derived from it.')
-  flags.DEFINE_integer('runs', None, 'model evaluations per track (default: the config\'s eval.runs).')
-  flags.DEFINE_integer('max-tracks', None, 'evaluate only the first N tracks of the split.')
-  flags.DEFINE_bool('baselines', True, 'also score the mixture (lower bound) and the oracle IRM.')
-  flags.DEFINE_bool('museval', None, 'also compute museval BSS Eval v4 (default: the config\'s eval.museval).')
-  flags.DEFINE_integer('workers', 1, 'processes that compute the metrics (BSS Eval is slow) while the model '
-                       'separates the next tracks; e.g. the number of CPU cores on a GPU machine.')
   flags.DEFINE_string('label', None, 'the model\'s name in the tables (default: the checkpoint folder\'s name).')
-  flags.DEFINE_string('out', None, 'output folder.')
 
 
 def main(argv: list[str]) -> None:
@@ -51,18 +42,12 @@ def main(argv: list[str]) -> None:
     common.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.checkpoint or not FLAGS.out:
     common.fail('--checkpoint and --out are required')
-  if FLAGS.runs is not None and FLAGS.runs < 1:
-    common.fail('--runs must be at least 1')
-  if FLAGS['max-tracks'].value is not None and FLAGS['max-tracks'].value < 1:
-    common.fail('--max-tracks must be at least 1')
-  if FLAGS.workers < 1:
-    common.fail('--workers must be at least 1')
   try:
     config, params = inference.load_for_inference(separate.resolve_checkpoint(FLAGS.checkpoint),
                                                        use_ema=FLAGS.ema)
     if FLAGS.seed is not None:
       config.seed = FLAGS.seed
-    config = config_lib.with_sampler_overrides(config, common.sampler_overrides())
+    config = config_lib.with_sampler_overrides(config, flag_groups.sampler_overrides())
   except (ValueError, OSError) as error:
     common.fail(str(error))
   dataset = FLAGS.dataset or config.eval.dataset

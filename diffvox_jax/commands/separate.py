@@ -21,7 +21,7 @@ import jax
 from absl import flags
 from tqdm import tqdm
 
-from diffvox_jax import api, audio, separate
+from diffvox_jax import api, audio, flag_groups, separate
 from diffvox_jax.commands import common
 
 FLAGS = flags.FLAGS
@@ -29,7 +29,7 @@ USAGE = '[flags] INPUT...'
 FLAG_GROUPS = (
     ('output', ('out', 'filename', 'stem', 'format', 'bits', 'mp3-bitrate', 'clip-mode', 'skip-existing')),
     ('model', ('model', 'checkpoint', 'ema', 'device')),
-    ('sampler', tuple(flag for flag, _ in common.SAMPLER_FLAGS) + ('seed', 'refine')),
+    ('sampler', tuple(flag for flag, _ in flag_groups.SAMPLER_FLAGS) + ('seed', 'refine')),
     ('chunking', ('chunk-seconds', 'overlap', 'batch-size')),
 )
 AUDIO_SUFFIXES = ('.wav', '.flac', '.mp3', '.ogg', '.oga', '.opus', '.aif', '.aiff', '.m4a', '.mp4', '.aac', '.wma',
@@ -55,7 +55,7 @@ def define_flags() -> None:
   flags.DEFINE_string('checkpoint', None, 'one\'s own model: a training workdir or an exported model folder.')
   flags.DEFINE_bool('ema', True, 'use the EMA parameters of a training workdir (--noema: the raw parameters).')
   flags.DEFINE_enum('device', None, list(DEVICES), 'where the model runs (default: the best device JAX finds).')
-  common.define_sampler_flags()
+  flag_groups.define_sampler_flags()
   flags.DEFINE_integer('seed', 0, 'random seed (the same seed gives the same output).')
   flags.DEFINE_string('refine', None, 'a vocal estimate of the (single) INPUT to refine instead of starting from '
                       'noise; needs --sigma-start below 1.')
@@ -137,7 +137,7 @@ def load_separator() -> api.Separator:
     separator = api.Separator.from_pretrained(
         name_or_path, ema=FLAGS.ema, seed=FLAGS.seed, chunk_seconds=FLAGS['chunk-seconds'].value,
         overlap=FLAGS.overlap, batch_size=FLAGS['batch-size'].value, refining=FLAGS.refine is not None,
-        **common.sampler_overrides())
+        **flag_groups.sampler_overrides())
   except (ValueError, OSError) as error:
     common.fail(' '.join(str(error).split()))
   if (FLAGS.refine is not None) != separator.settings.refines:
