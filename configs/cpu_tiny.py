@@ -7,7 +7,7 @@ Same levels, factors, blocks, attention and injection pattern as the paper's RT 
     diffvox train --config configs/cpu_tiny.py --workdir runs/tiny --config.data.data_dir=data_cache
 """
 
-from configs import base
+from diffvox_jax.configs import base
 
 
 def get_config():

@@ -18,7 +18,7 @@ What differs from cpu_tiny (same widths, blocks per level, transformer, losses a
     diffvox train --config demo --workdir demo_out/run --config.data.data_dir=demo_out/data
 """
 
-from configs import cpu_tiny
+from diffvox_jax.configs import cpu_tiny
 
 LEVELS_OFF = (False, False, False, False)
 

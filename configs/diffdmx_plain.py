@@ -9,7 +9,7 @@ Expected (paper): median uSDR 6.00 dB on the MUSDB18-HQ test set when trained on
 (T=50); the paper gives no MUSDB18-only figure for this variant.
 """
 
-from configs import diffdmx_rt
+from diffvox_jax.configs import diffdmx_rt
 
 
 def get_config():

@@ -18,7 +18,7 @@ Expected (paper): median uSDR 5.38 dB on the MUSDB18-HQ test set (T=50, eta=0.4,
 at batch 32 (4 x A100, about one week); 8.77 dB when trained on ~400 h of extra data.
 """
 
-from configs import base
+from diffvox_jax.configs import base
 
 PAPER_TRAIN_SPLIT = 'train+validation'  # all 100 MUSDB18-HQ training tracks.
 

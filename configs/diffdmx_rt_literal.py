@@ -9,7 +9,7 @@ within 5% of the paper's 15.9 M and 82.9 M. Its cost against the default is in d
     diffvox train --config diffdmx_rt_literal --workdir runs/diffdmx_rt_literal
 """
 
-from configs import base, diffdmx_rt
+from diffvox_jax.configs import base, diffdmx_rt
 
 # Heads per level: 2 at the D/8 levels (4 and 5), 8 at the D/32 levels (6 and 7); unused where attention is off.
 LITERAL_HEADS = (8, 8, 8, 2, 2, 8, 8)

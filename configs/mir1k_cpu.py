@@ -16,7 +16,7 @@ What differs from `configs/demo.py`:
         --data-dir data_cache --out results/mir1k_cpu_sampling
 """
 
-from configs import demo
+from diffvox_jax.configs import demo
 
 
 def get_config():

@@ -8,7 +8,7 @@ network. Separation is its one-pass estimate (`sampler.steps=0`).
     diffvox train --config mir1k_mask --workdir runs/mir1k_mask --config.data.data_dir=data_cache
 """
 
-from configs import mir1k_cpu
+from diffvox_jax.configs import mir1k_cpu
 
 
 def get_config():

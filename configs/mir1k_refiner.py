@@ -12,7 +12,7 @@ weight is 0.
     diffvox train --config mir1k_refiner --workdir runs/mir1k_refiner --config.data.data_dir=data_cache
 """
 
-from configs import mir1k_spectral
+from diffvox_jax.configs import mir1k_spectral
 
 
 def get_config():

@@ -11,7 +11,7 @@ residual (about -25 dBFS) is not buried under the noise at every sigma. docs/res
     diffvox train --config mir1k_spectral --workdir runs/mir1k_spectral --config.data.data_dir=data_cache
 """
 
-from configs import mir1k_mask
+from diffvox_jax.configs import mir1k_mask
 
 
 def get_config():

@@ -15,7 +15,7 @@ import ml_collections
 
 from diffvox_jax import schedules
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
+CONFIG_DIR = pathlib.Path(importlib.util.find_spec('diffvox_jax.configs').origin).parent  # configs/, installed here
 DTYPES = ('float32', 'bfloat16')
 SCHEDULES = tuple(schedules.SCHEDULES)
 SAMPLER_METHODS = ('ddim', 'dpmpp_2m', 'heun')
