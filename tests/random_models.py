@@ -12,6 +12,20 @@ import numpy as np
 from diffvox_jax import files, inference
 from diffvox_jax.models import build_model
 
+# The miniature Diff-DMX of the tests: two levels (factors 2 and 2), one block each, injection at the second, no
+# attention and no bottleneck transformer. Tests add their rate, channels, segment and sampler settings.
+MINI_MODEL = ('model.factors=(2, 2)', 'model.generator.blocks=(1, 1)', 'model.generator.attention=(False, False)',
+              'model.generator.inject=(False, True)', 'model.conditioner.attention=(False, False)',
+              'model.conditioner.transformer_layers=0')
+
+# The evaluation tests' miniature: mono (BSS Eval costs a third of stereo) at 8 kHz, and two MIR-1K dev clips.
+EVAL_RATE = 8000
+EVAL_MINI = MINI_MODEL + (
+    f'data.sample_rate={EVAL_RATE}', 'data.channels=1', 'data.segment=1024', 'sampler.chunk=2048', 'sampler.steps=2',
+    'sampler.batch_size=4', 'sampler.eta=0.4', 'sampler.cutoff_hz=1000.0', 'eval.dataset="mir1k"',
+    'eval.split="validation"', 'eval.runs=2')
+EVAL_CLIPS = ('Ani_1_01', 'Ani_2_01')
+
 
 def param_shapes(config: ml_collections.ConfigDict):
   """The model's parameter tree as `jax.ShapeDtypeStruct` leaves."""
@@ -27,3 +41,10 @@ def write_random_checkpoint(folder: pathlib.Path, config: ml_collections.ConfigD
   files.write_atomically(folder / inference.PARAMS_FILE, flax.serialization.msgpack_serialize(params))
   inference.save_config(folder, config)
   return folder
+
+
+def write_eval_mini(folder: pathlib.Path) -> pathlib.Path:
+  """An exported `EVAL_MINI` model with random parameters."""
+  from diffvox_jax.config import load_config
+
+  return write_random_checkpoint(folder, load_config('cpu_tiny', EVAL_MINI))

@@ -19,10 +19,8 @@ from diffvox_jax.config import load_config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 RATE = 8000  # the miniature model's rate (stereo)
-MINI_OVERRIDES = (
-    'model.factors=(2, 2)', 'model.generator.blocks=(1, 1)', 'model.generator.attention=(False, False)',
-    'model.generator.inject=(False, True)', 'model.conditioner.attention=(False, False)',
-    'model.conditioner.transformer_layers=0', f'data.sample_rate={RATE}', 'data.segment=1024',
+MINI_OVERRIDES = random_models.MINI_MODEL + (
+    f'data.sample_rate={RATE}', 'data.segment=1024',
     'sampler.chunk=4096', 'sampler.steps=2', 'sampler.batch_size=2', 'sampler.cutoff_hz=1000.0')
 ABSL_INFO = ('I1', 'I0')  # absl's info lines start with I<month><day>
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import matplotlib.image
 import numpy as np
 import pytest
+import random_models
 from tensorboardX import SummaryWriter
 
 from diffvox_jax import audio, baselines, demo, diffusion, metrics, plots, sampler
@@ -19,10 +20,8 @@ from diffvox_jax.train import step as step_lib
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 # A miniature of the demo config: 2 levels, no attention or transformer, 8 kHz, 3 training steps.
-MINI_OVERRIDES = (
-    'model.factors=(2, 2)', 'model.generator.blocks=(1, 1)', 'model.generator.attention=(False, False)',
-    'model.generator.inject=(False, True)', 'model.conditioner.attention=(False, False)',
-    'model.conditioner.transformer_layers=0', 'data.sample_rate=8000', 'data.segment=1024', 'sampler.chunk=2048',
+MINI_OVERRIDES = random_models.MINI_MODEL + (
+    'data.sample_rate=8000', 'data.segment=1024', 'sampler.chunk=2048',
     'sampler.steps=2', 'sampler.batch_size=2', 'sampler.cutoff_hz=1000.0', 'train.batch_size=2',
     'train.num_steps=3', 'train.log_every=1', 'train.checkpoint_every=3', 'train.eval_every=3',
     'train.eval_batches=1')

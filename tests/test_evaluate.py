@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -12,43 +11,10 @@ import random_models
 import soundfile as sf
 
 from diffvox_jax import baselines, evaluate, files, inference, metrics, results
-from diffvox_jax.config import load_config
-from diffvox_jax.data import builders, pipeline
+from diffvox_jax.data import pipeline
 
-RATE = 8000
-MINI_OVERRIDES = (
-    'model.factors=(2, 2)', 'model.generator.blocks=(1, 1)', 'model.generator.attention=(False, False)',
-    'model.generator.inject=(False, True)', 'model.conditioner.attention=(False, False)',
-    'model.conditioner.transformer_layers=0', f'data.sample_rate={RATE}', 'data.channels=1', 'data.segment=1024',
-    'sampler.chunk=2048', 'sampler.steps=2', 'sampler.batch_size=4', 'sampler.eta=0.4', 'sampler.cutoff_hz=1000.0',
-    'eval.dataset="mir1k"', 'eval.split="validation"', 'eval.runs=2')
-CLIPS = ('Ani_1_01', 'Ani_2_01')
-
-
-def write_mini_checkpoint(folder: pathlib.Path) -> pathlib.Path:
-  """An exported miniature mono model (mono: BSS Eval costs a third of stereo) with random parameters."""
-  return random_models.write_random_checkpoint(folder, load_config('cpu_tiny', MINI_OVERRIDES))
-
-
-@pytest.fixture(scope='session')
-def mini_checkpoint(tmp_path_factory) -> pathlib.Path:
-  return write_mini_checkpoint(tmp_path_factory.mktemp('mini') / 'model')
-
-
-@pytest.fixture(scope='session')
-def mir1k_data(tmp_path_factory, shared_data) -> pathlib.Path:
-  """Two one-second MIR-1K dev clips prepared with `diffvox prepare`'s builder at 8 kHz mono (split
-  `validation`); returns the data folder."""
-  root = tmp_path_factory.mktemp('mir1k')
-  for clip in CLIPS:
-    folder = root / 'source' / 'dev' / clip
-    folder.mkdir(parents=True)
-    for stem in ('vocals', 'accompaniment'):
-      audio, rate = sf.read(shared_data / 'mir1k' / 'dev' / clip / f'{stem}.flac')
-      sf.write(folder / f'{stem}.flac', audio[:rate], rate)
-  builder = builders.make_builder('mir1k', root / 'data', RATE, 1, builders.canonical_options('mir1k'))
-  builders.prepare(builder, root / 'source')
-  return root / 'data'
+RATE = random_models.EVAL_RATE
+CLIPS = random_models.EVAL_CLIPS
 
 
 def _song(seconds: float = 1.0, seed: int = 0) -> pipeline.Track:

@@ -4,7 +4,6 @@ import pathlib
 
 import numpy as np
 import pytest
-from test_evaluate import mini_checkpoint, mir1k_data  # noqa: F401  (session fixtures shared with that file)
 
 from diffvox_jax.config import load_config
 from experiments import paper, sweep, table1_models, table2_sampling
@@ -82,7 +81,7 @@ def test_a_two_point_table2_sweep_writes_its_tables_and_plot(tmp_path):
   assert len(calls) == 2 and again == rows  # resumed: nothing runs again
 
 
-def test_sweep_evaluates_a_checkpoint_through_the_real_harness(tmp_path, mini_checkpoint, mir1k_data):  # noqa: F811
+def test_sweep_evaluates_a_checkpoint_through_the_real_harness(tmp_path, mini_checkpoint, mir1k_data):
   base, run_point = sweep.evaluate_action(
       str(mini_checkpoint), dataset='mir1k', split='validation', data_dir=str(mir1k_data), runs=1, max_tracks=None,
       museval=False, with_baselines=True, baseline_dir=tmp_path / 'baselines')
@@ -102,7 +101,7 @@ def test_sweep_evaluates_a_checkpoint_through_the_real_harness(tmp_path, mini_ch
   assert (tmp_path / 'eta=0.4' / 'model' / 'run0' / 'Ani_1_01.json').is_file()
 
 
-def test_table1_puts_our_numbers_in_the_paper_rows(tmp_path, mini_checkpoint, mir1k_data):  # noqa: F811
+def test_table1_puts_our_numbers_in_the_paper_rows(tmp_path, mini_checkpoint, mir1k_data):
   models = table1_models.parse_models([f'Diff-DMX-RT-musdb={mini_checkpoint}', f'mini={mini_checkpoint}'])
   entries = table1_models.evaluate_models(models, tmp_path, dataset='mir1k', split='validation',
                                           data_dir=str(mir1k_data), runs=1, max_tracks=1, museval=False,

@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 import pytest
+import random_models
 import soundfile as sf
-from test_evaluate import CLIPS, MINI_OVERRIDES, RATE, mini_checkpoint, mir1k_data  # noqa: F401  (session fixtures)
 
 from diffvox_jax import files, inference, results
 from diffvox_jax.data import builders
@@ -67,7 +67,7 @@ def markdown_rows(path: pathlib.Path) -> list[str]:
   return [line for line in lines[1:] if not line.startswith('| ---')]
 
 
-def test_sweep_evaluates_a_checkpoint_at_every_sampler_point(tmp_path, env, mini_checkpoint, mir1k_data):  # noqa: F811
+def test_sweep_evaluates_a_checkpoint_at_every_sampler_point(tmp_path, env, mini_checkpoint, mir1k_data):
   out = tmp_path / 'sampling'
   result = run(python_module('experiments.sweep', '--action', 'evaluate', '--checkpoint', mini_checkpoint,
                              *EVALUATION, '--data-dir', mir1k_data, '--set', 'sampler.steps=1,2',
@@ -81,29 +81,29 @@ def test_sweep_evaluates_a_checkpoint_at_every_sampler_point(tmp_path, env, mini
   assert (out / 'results.png').read_bytes().startswith(PNG_SIGNATURE)
   assert (out / 'results.md').read_text() in result.stdout
   # Each point really sampled with its own settings.
-  record = files.read_json(results.result_path(out / 'steps=1,eta=0.4' / 'model', 0, CLIPS[0]))
+  record = files.read_json(results.result_path(out / 'steps=1,eta=0.4' / 'model', 0, random_models.EVAL_CLIPS[0]))
   assert (record['settings']['sampler']['steps'], record['settings']['sampler']['eta']) == (1, 0.4)
 
 
-def test_sweep_trains_every_point(tmp_path, env, mir1k_data):  # noqa: F811
+def test_sweep_trains_every_point(tmp_path, env, mir1k_data):
   out = tmp_path / 'lr'
   budget = ('train.num_steps=2', 'train.batch_size=2', 'optim.warmup_steps=1', 'train.checkpoint_every=2',
             'train.eval_every=0', 'train.log_every=1', 'data.train_split=validation')
-  overrides = [f'data.data_dir={mir1k_data}', 'data.sources=mir1k:1.0', *MINI_OVERRIDES, *ONE_LEVEL, *budget]
+  overrides = [f'data.data_dir={mir1k_data}', 'data.sources=mir1k:1.0', *random_models.EVAL_MINI, *ONE_LEVEL, *budget]
   result = run(python_module('experiments.sweep', '--action', 'train', '--config', 'cpu_tiny',
                              '--set', 'optim.peak_lr=1e-3,3e-4',
                              *[arg for override in overrides for arg in ('--override', override)], '--out', out), env)
   for name, peak_lr in (('peak_lr=0.001', 1e-3), ('peak_lr=0.0003', 3e-4)):
     assert checkpoint_lib.latest_step(out / name) == 2
     config = inference.read_config(out / name)
-    assert config.optim.peak_lr == peak_lr and config.data.sample_rate == RATE
+    assert config.optim.peak_lr == peak_lr and config.data.sample_rate == random_models.EVAL_RATE
   rows = files.read_json(out / 'results.json')['rows']
   assert [(row['name'], row['result']['step']) for row in rows] == [('peak_lr=0.001', 2), ('peak_lr=0.0003', 2)]
   assert [line.split(' | ')[0] for line in markdown_rows(out / 'results.md')] == ['| 0.001', '| 0.0003']
   assert '| 0.0003 |' in result.stdout
 
 
-def test_table1_command_writes_the_paper_layout(tmp_path, env, mini_checkpoint, mir1k_data):  # noqa: F811
+def test_table1_command_writes_the_paper_layout(tmp_path, env, mini_checkpoint, mir1k_data):
   out = tmp_path / 'table1'
   run(python_module('experiments.table1_models', '--model', f'Diff-DMX-RT-musdb={mini_checkpoint}',
                     '--model', f'mini={mini_checkpoint}', *EVALUATION, '--data-dir', mir1k_data,
@@ -118,7 +118,7 @@ def test_table1_command_writes_the_paper_layout(tmp_path, env, mini_checkpoint, 
 
 
 @pytest.fixture(scope='module')
-def table2_model(tmp_path_factory, mini_checkpoint, mir1k_data) -> tuple[pathlib.Path, pathlib.Path]:  # noqa: F811
+def table2_model(tmp_path_factory, mini_checkpoint, mir1k_data) -> tuple[pathlib.Path, pathlib.Path]:
   """The miniature model at 16 kHz (an exported model is its config.json and params.msgpack; the network does not
   depend on the rate) and the first quarter second of the two clips prepared at that rate."""
   root = tmp_path_factory.mktemp('table2')
@@ -159,10 +159,10 @@ def read(path: pathlib.Path) -> tuple[np.ndarray, int]:
   return sf.read(path, dtype='float32', always_2d=True)
 
 
-def test_separate_then_refine_the_estimate(tmp_path, env, mini_checkpoint, shared_data):  # noqa: F811
+def test_separate_then_refine_the_estimate(tmp_path, env, mini_checkpoint, shared_data):
   """README "Sampler knobs": separate, then refine that estimate from sigma 0.4 (a stereo 16 kHz song for the mono
   8 kHz model: the outputs come back at the input's rate and channels)."""
-  clip = shared_data / 'mir1k' / 'dev' / CLIPS[0]
+  clip = shared_data / 'mir1k' / 'dev' / random_models.EVAL_CLIPS[0]
   vocals, rate = sf.read(clip / 'vocals.flac', dtype='float32')
   accompaniment, _ = sf.read(clip / 'accompaniment.flac', dtype='float32')
   song = np.stack([vocals + accompaniment, vocals + 0.5 * accompaniment], axis=1)[:rate]

@@ -18,10 +18,8 @@ from diffvox_jax import inference, separate
 from diffvox_jax.config import load_config
 
 RATE = 8000
-MINI_OVERRIDES = (
-    'model.factors=(2, 2)', 'model.generator.blocks=(1, 1)', 'model.generator.attention=(False, True)',
-    'model.generator.inject=(False, True)', 'model.conditioner.attention=(False, False)',
-    'model.conditioner.transformer_layers=0', f'data.sample_rate={RATE}', 'data.segment=1024',
+MINI_OVERRIDES = random_models.MINI_MODEL + (
+    'model.generator.attention=(False, True)', f'data.sample_rate={RATE}', 'data.segment=1024',
     'sampler.chunk=1024', 'sampler.steps=2', 'sampler.batch_size=3', 'sampler.eta=0.4', 'sampler.cutoff_hz=1000.0')
 
 
