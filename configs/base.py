@@ -1,7 +1,7 @@
 """Base configuration for Diff-DMX (Plaja-Roglans et al., 2025).
 
 Every number the paper states is here with its value; every unknown has a default with a short note
-(`../shared/docs/paper-spec.md` §15 lists them; `docs/paper.md` explains each choice). Experiment files in
+(`docs/paper.md` lists and explains each choice). Experiment files in
 this folder import `get_config()` and override what differs. Override anything from the command line:
 
     diffvox train --config configs/diffdmx_rt.py --workdir runs/rt --config.optim.peak_lr=1e-4

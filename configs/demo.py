@@ -9,7 +9,7 @@ What differs from cpu_tiny (same widths, blocks per level, transformer, losses a
 - audio scaled by 10 inside the diffusion (`diffusion.data_scale`): with raw waveforms the vocals (about 0.05 RMS)
   sit below the noise at almost every training sigma, and after 300 steps the sampler's estimate scored 6 dB
   below the mixture itself; scaled, the same budget separates (see `diffvox_jax/demo.py`);
-- EMA decay 0.98 (a short run: 0.99 lags behind), a step budget measured on the development machine;
+- EMA decay 0.98 (a short run: 0.99 lags behind), a step budget that fits `make demo`'s minutes on 2 CPU cores;
 - sampling: 10 steps with the paper's high-pass refinement noise (eta 0.4, cut-off 2 kHz, under the 4 kHz
   Nyquist frequency), 4 samples averaged per chunk.
 

@@ -3,7 +3,7 @@
 A track of `length` samples is cut into `num_chunks` chunks of `chunk` samples starting every `hop` samples
 (`hop = chunk - overlap`); the last chunk (or the only one, for a track shorter than a chunk) is zero-padded.
 
-Window (the paper leaves it open, paper-spec §4 [?]): each chunk is weighted by a Hann-shaped taper
+Window (the paper leaves it open, docs/paper.md): each chunk is weighted by a Hann-shaped taper
 `sin^2(pi (k + 1/2) / (2 overlap))` rising over its first `overlap` samples and the mirrored taper falling over
 its last `overlap` samples, except at the track edges (the first chunk's start and the last chunk's end are not
 faded). The rising and falling tapers sum to one, and the weighted sum is divided by the summed window envelope

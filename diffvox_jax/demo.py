@@ -108,8 +108,8 @@ class DemoResult:
 
 
 def request_host_devices(count: int = HOST_DEVICES) -> None:
-  """Asks XLA for `count` CPU devices so that the data-parallel train step keeps `count` cores busy (on the
-  2-core development machine two devices used 15% less CPU time per step than one, and ran 20% faster).
+  """Asks XLA for `count` CPU devices so that the data-parallel train step keeps `count` cores busy (two
+  devices on two cores ran faster than one, docs/benchmarks.md).
 
   Only effective before JAX starts its backends (its first computation), and never overrides an XLA_FLAGS that
   already sets the count.

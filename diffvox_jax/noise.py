@@ -2,7 +2,7 @@
 
 The paper shapes the fresh noise of each stochastic DDIM step with a 4th-order Butterworth high-pass and
 normalises it to unit variance. We shape in the frequency domain: rfft of white noise along time, times the
-filter's magnitude |H(f)|, irfft. Decisions where the paper is silent (paper-spec §3.4):
+filter's magnitude |H(f)|, irfft. Decisions where the paper is silent (docs/paper.md):
 
 - Magnitude: the digital Butterworth high-pass that `scipy.signal.butter(order, cutoff_hz, 'highpass', fs=...)`
   designs (bilinear transform with pre-warping), i.e. |H|^2 = r^(2n) / (1 + r^(2n)) with the pre-warped ratio

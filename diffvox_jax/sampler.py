@@ -12,7 +12,7 @@ One call maps mixture chunks `(batch, time, channels)` to vocal estimates of the
      v = m(x, sigma_i, c);  x0 = alpha_i x - beta_i v;  eps = beta_i x + alpha_i v
      x <- alpha_{i+1} x0 + beta'_{i+1} eps + delta_{i+1} HPF(n_i),   n_i ~ N(0, I)
 
-   with the standard DDIM form of the stochastic term (paper-spec §3.3; the paper's printed Eqs. 8 to 9 are
+   with the standard DDIM form of the stochastic term (docs/paper.md; the paper's printed Eqs. 8 to 9 are
    garbled): delta_{i+1} = eta (beta_{i+1} / beta_i) sqrt(1 - alpha_i^2 / alpha_{i+1}^2) and
    beta'_{i+1} = sqrt(beta_{i+1}^2 - delta_{i+1}^2). HPF is `noise.shaped_normal` (Butterworth, unit variance).
    The grid ends at sigma = 0, where alpha = 1 and beta' = delta = 0, so the last step returns x0.
@@ -226,7 +226,7 @@ def multistep_weights(sigmas: np.ndarray) -> np.ndarray:
 
 
 def step_coefficients(sigmas: np.ndarray, eta: float, method: str = 'ddim') -> StepCoefficients:
-  """The DDIM/eta coefficients of paper-spec §3.3, and the higher-order methods' weights, in float64 for a
+  """The DDIM/eta coefficients of docs/paper.md, and the higher-order methods' weights, in float64 for a
   decreasing grid `(steps + 1,)`."""
   sigmas = np.asarray(sigmas, np.float64)
   if sigmas.ndim != 1 or len(sigmas) < 2 or np.any(np.diff(sigmas) >= 0) or sigmas[-1] != 0.0:

@@ -100,7 +100,7 @@ def test_refinement_with_the_oracle_returns_x0():
 
 
 def _numpy_ddim(params, mixture, sigmas, eta, keys, gain, initial=None):
-  """Step-by-step float64 reference of Eqs. 1, 4-7 and 10 with the DDIM eta term of paper-spec §3.3.
+  """Step-by-step float64 reference of Eqs. 1, 4-7 and 10 with the DDIM eta term of docs/paper.md.
 
   `keys[m]` is member m's key; noise is drawn exactly as the sampler documents (fold_in 0 for the start, i + 1
   for step i) and then used in float64.

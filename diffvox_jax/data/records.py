@@ -1,8 +1,8 @@
 """The stored form of a prepared dataset: every track cut into blocks of one stream, int16, in a known order.
 
-Why blocks and not whole tracks per record: an array_record read costs about 2-3 ms per MB on the 2-core
-development machine (zstd decompression plus the proto copy; measured), so a 4-minute MUSDB track with its five
-streams (about 200 MB as one record) would cost ~0.5 s for every 3 s training crop. With one record per second of
+Why blocks and not whole tracks per record: an array_record read costs milliseconds per MB (zstd decompression
+plus the proto copy; docs/benchmarks.md has the figures), so a 4-minute MUSDB track with its five streams (about
+200 MB as one record) would cost a large part of a second for every 3 s training crop. With one record per second of
 one stream (~176 kB at 44.1 kHz stereo) a crop reads only the streams and seconds it uses.
 
 Records (a tfds `FeaturesDict`, `RECORD_FEATURES`), written in this order (`disable_shuffling`):

@@ -15,9 +15,7 @@ is deterministic, and every random choice comes from `np.random.default_rng(seed
 temporary folder that is removed afterwards.
 
 Known limits: the vocals carry nothing above 8 kHz (Festival's voice is 16 kHz) and there is one (male) voice.
-Speed, measured pinned to one core (`taskset -c 0`, 24 songs, 641 s of 44.1 kHz audio, shared 2-core machine at
-load ~7): 28.7 CPU s (22x real time per CPU second, Python plus the Festival and FluidSynth processes), 66 s wall
-(9.7x real time).
+Rendering runs many times faster than real time (docs/benchmarks.md has the figures).
 """
 
 import collections
