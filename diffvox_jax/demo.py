@@ -250,7 +250,7 @@ def make_figures(paths: DemoPaths, track: pipeline.Track, output: dict[str, path
   plots.plot_spectrograms([('mixture', track.mixture), ('estimate (Diff-DMX demo model)', estimate),
                            ('true vocals', track.vocals)], track.sample_rate, paths.spectrograms,
                           title=f'held-out song {track.name}')
-  plots.plot_training_curves(plots.read_scalars(paths.run / 'tensorboard'), paths.training_loss,
+  plots.plot_training_curves(plots.read_metrics(paths.run / loop.METRICS_FILE), paths.training_loss,
                              title=f'demo training ({paths.run})')
 
 
@@ -259,7 +259,7 @@ def write_report(result: DemoResult, config: ml_collections.ConfigDict, config_n
   paths, median = result.paths, result.median
   counts = parameter_counts(config)
   settings = sampler.SamplerSettings.from_config(config)
-  scalars = plots.read_scalars(paths.run / 'tensorboard')
+  scalars = plots.read_metrics(paths.run / loop.METRICS_FILE)
   final_loss = scalars['train/loss'][-1] if scalars.get('train/loss') else None
   rows = [[f'`{s["song"]}`', f'{s["seconds"]:.1f}', f'{s["usdr"]["model"]:.2f}', f'{s["usdr"]["mixture"]:.2f}',
            f'{s["usdr"]["oracle_irm"]:.2f}', f'{s["margin_over_mixture"]:+.2f}'] for s in result.songs]

@@ -1,4 +1,4 @@
-"""Files that appear whole or not at all: atomic writes, their hidden temp names, JSON.
+"""Files that appear whole or not at all: atomic writes, their hidden temp names, JSON and JSON lines.
 
 Every writer of the package writes to a hidden temp file beside its destination (`.NAME.<12 hex>.tmp`) and renames
 it over the destination when complete, so a failure or a kill never leaves a partial file nor touches an existing
@@ -52,3 +52,29 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(path.read_text())
   except json.JSONDecodeError as error:
     raise ValueError(f'{path}: not valid JSON ({error})') from None
+
+
+def append_json_line(path: str | os.PathLike, record: dict) -> None:
+  """Appends `record` as one line of JSON to `path` (created if missing) and flushes it to the disk."""
+  with open(path, 'a', encoding='utf-8') as handle:
+    handle.write(json.dumps(record, allow_nan=False) + '\n')
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def read_json_lines(path: str | os.PathLike) -> list[dict]:
+  """The records of a JSON-lines file. A last line cut short (a writer killed mid-line) is left out; a damaged
+  line before it is an error naming the file and line."""
+  path = pathlib.Path(path)
+  lines = path.read_text(encoding='utf-8').split('\n')
+  records = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as error:
+      if number == len(lines):  # no newline after it: still being written, or cut by a kill.
+        break
+      raise ValueError(f'{path}:{number}: not valid JSON ({error})') from None
+  return records

@@ -1,20 +1,16 @@
 """Figures for the demo and for reports: spectrogram comparisons and training curves (matplotlib, Agg backend).
 
-    scalars = read_scalars('runs/tiny/tensorboard')          # {'train/loss': [(step, value), ...], ...}
+    scalars = read_metrics('runs/tiny/metrics.jsonl')        # {'train/loss': [(step, value), ...], ...}
     plot_training_curves(scalars, 'loss.png')
     plot_spectrograms([('mixture', mix), ('estimate', est), ('true vocals', voc)], 22050, 'spectrograms.png')
 
-The training loop writes its scalars as TensorBoard event files (`tensorboardX`); `read_scalars` reads them
-without TensorBoard or TensorFlow: an event file is a sequence of records `uint64 length | uint32 masked CRC of the
-length | data | uint32 masked CRC of the data`, each `data` an `Event` protocol buffer. A record cut short at the
-end of a file (a writer still running) ends the reading of that file; a record whose checksum fails is an error.
-Every figure is written atomically.
+The training loop writes its scalars as JSON lines beside its config (`metrics.jsonl`, as well as TensorBoard
+event files); `read_metrics` reads them. Every figure is written atomically.
 """
 
 import io
 import os
 import pathlib
-import struct
 from collections.abc import Sequence
 
 import matplotlib
@@ -24,12 +20,9 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import signal  # noqa: E402
-from tensorboardX.proto import event_pb2  # noqa: E402
-from tensorboardX.record_writer import masked_crc32c  # noqa: E402
 
-from diffvox_jax.files import write_atomically  # noqa: E402
+from diffvox_jax import files  # noqa: E402
 
-EVENT_FILE_PATTERN = 'events.out.tfevents.*'
 SPECTROGRAM_N_FFT = 1024
 SPECTROGRAM_HOP = 256
 DYNAMIC_RANGE_DB = 80.0
@@ -41,45 +34,15 @@ TERM_CURVES = (('train/v_mse', 'L_diff (v MSE)'), ('train/latent_mse', 'L_lat'),
 Scalars = dict[str, list[tuple[int, float]]]
 
 
-class EventFileError(ValueError):
-  """A damaged TensorBoard event file; the message names it."""
-
-
-def _records(path: pathlib.Path) -> list[bytes]:
-  """The complete records of one TFRecord file, checksums verified."""
-  data = path.read_bytes()
-  records, offset = [], 0
-  while offset + 12 <= len(data):
-    header = data[offset:offset + 8]
-    (length,) = struct.unpack('<Q', header)
-    (header_crc,) = struct.unpack('<I', data[offset + 8:offset + 12])
-    if header_crc != masked_crc32c(header):
-      raise EventFileError(f'{path}: corrupt record header at byte {offset}')
-    end = offset + 12 + length + 4
-    if end > len(data):
-      break  # the writer has not finished this record yet
-    payload = data[offset + 12:offset + 12 + length]
-    (payload_crc,) = struct.unpack('<I', data[end - 4:end])
-    if payload_crc != masked_crc32c(payload):
-      raise EventFileError(f'{path}: corrupt record data at byte {offset}')
-    records.append(payload)
-    offset = end
-  return records
-
-
-def read_scalars(logdir: str | os.PathLike) -> Scalars:
-  """Every scalar in the event files of `logdir`: tag -> [(step, value)] sorted by step.
-
-  Files are read in name order (their names start with the creation time), so when a resumed run logs a step
-  again the later value wins.
-  """
+def read_metrics(path: str | os.PathLike) -> Scalars:
+  """Every scalar of a training run's `metrics.jsonl` (`train.loop.METRICS_FILE`): tag -> [(step, value)] sorted
+  by step (empty before the run logged anything). When a resumed run logs a step again the later value wins."""
   by_tag: dict[str, dict[int, float]] = {}
-  for path in sorted(pathlib.Path(logdir).glob(EVENT_FILE_PATTERN)):
-    for record in _records(path):
-      event = event_pb2.Event.FromString(record)
-      for value in event.summary.value:
-        if value.WhichOneof('value') == 'simple_value':
-          by_tag.setdefault(value.tag, {})[int(event.step)] = float(value.simple_value)
+  for record in files.read_json_lines(path) if pathlib.Path(path).is_file() else []:
+    step = int(record['step'])
+    for tag, value in record.items():
+      if tag != 'step':
+        by_tag.setdefault(tag, {})[step] = float(value)
   return {tag: sorted(points.items()) for tag, points in by_tag.items()}
 
 
@@ -89,7 +52,7 @@ def save_figure(figure: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> 
   figure.savefig(buffer, format='png', dpi=dpi, bbox_inches='tight')
   plt.close(figure)
   path = pathlib.Path(path)
-  write_atomically(path, buffer.getvalue())
+  files.write_atomically(path, buffer.getvalue())
   return path
 
 
@@ -114,7 +77,7 @@ def plot_training_curves(scalars: Scalars, path: str | os.PathLike, title: str =
   """Two panels: the total loss (train, validation, validation of the EMA weights) and the train loss terms.
 
   Args:
-    scalars: from `read_scalars` (`train/loss`, `train/v_mse`, ..., `eval/loss`, `eval_ema/loss`).
+    scalars: from `read_metrics` (`train/loss`, `train/v_mse`, ..., `eval/loss`, `eval_ema/loss`).
     path: the PNG to write.
     title: the figure's title.
 

@@ -10,12 +10,12 @@ import matplotlib.image
 import numpy as np
 import pytest
 import random_models
-from tensorboardX import SummaryWriter
 
-from diffvox_jax import audio, baselines, demo, diffusion, metrics, plots, sampler
+from diffvox_jax import audio, baselines, demo, diffusion, files, metrics, plots, sampler
 from diffvox_jax.config import load_config
 from diffvox_jax.models import build_model
 from diffvox_jax.train import checkpoint as checkpoint_lib
+from diffvox_jax.train import loop
 from diffvox_jax.train import step as step_lib
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -145,34 +145,31 @@ def test_train_loss_with_data_scale_is_the_loss_of_scaled_audio():
     np.testing.assert_allclose(loss_scaled[name], value, rtol=1e-5, err_msg=name)
 
 
-def test_read_scalars_matches_what_tensorboardx_wrote(tmp_path):
-  writer = SummaryWriter(str(tmp_path))
+def test_read_metrics_reads_what_the_training_loop_logs_later_values_winning(tmp_path):
+  path = tmp_path / loop.METRICS_FILE
   for step in range(1, 6):
-    writer.add_scalar('train/loss', 1.0 / step, step)
-  writer.add_scalar('eval/loss', 0.25, 5)
-  writer.close()
-  scalars = plots.read_scalars(tmp_path)
+    files.append_json_line(path, {'step': step, 'train/loss': 1.0 / step})
+  files.append_json_line(path, {'step': 5, 'eval/loss': 0.25})
+  files.append_json_line(path, {'step': 4, 'train/loss': 0.3})  # a resumed run logs step 4 again.
+  scalars = plots.read_metrics(path)
   assert [s for s, _ in scalars['train/loss']] == [1, 2, 3, 4, 5]
-  np.testing.assert_allclose([v for _, v in scalars['train/loss']], [1.0, 0.5, 1 / 3, 0.25, 0.2], rtol=1e-6)
+  np.testing.assert_allclose([v for _, v in scalars['train/loss']], [1.0, 0.5, 1 / 3, 0.3, 0.2])
   assert scalars['eval/loss'] == [(5, 0.25)]
+  assert plots.read_metrics(tmp_path / 'no_run_yet.jsonl') == {}
   plots.plot_training_curves(scalars, tmp_path / 'loss.png')
   _assert_png(tmp_path / 'loss.png')
 
 
-def test_read_scalars_stops_at_a_cut_record_and_rejects_a_corrupt_one(tmp_path):
-  writer = SummaryWriter(str(tmp_path))
+def test_read_metrics_skips_a_cut_last_line_and_rejects_a_damaged_one(tmp_path):
+  path = tmp_path / loop.METRICS_FILE
   for step in range(3):
-    writer.add_scalar('train/loss', float(step), step)
-  writer.close()
-  (path,) = tmp_path.glob(plots.EVENT_FILE_PATTERN)
-  data = path.read_bytes()
-  path.write_bytes(data[:-3])  # a writer caught mid-record: the last point is not there yet.
-  assert [s for s, _ in plots.read_scalars(tmp_path)['train/loss']] == [0, 1]
-  corrupt = bytearray(data)
-  corrupt[12] ^= 0xFF  # first byte of the first record's payload.
-  path.write_bytes(bytes(corrupt))
-  with pytest.raises(plots.EventFileError, match=str(path)):
-    plots.read_scalars(tmp_path)
+    files.append_json_line(path, {'step': step, 'train/loss': float(step)})
+  text = path.read_text()
+  path.write_text(text[:-5])  # a writer killed mid-line: the last point is not there.
+  assert [s for s, _ in plots.read_metrics(path)['train/loss']] == [0, 1]
+  path.write_text(text.replace('"step": 1', '"step": 1,,'))
+  with pytest.raises(ValueError, match=f'{path}:2: not valid JSON'):
+    plots.read_metrics(path)
 
 
 def test_spectrogram_db_peaks_at_a_sine_frequency():

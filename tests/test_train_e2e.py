@@ -18,8 +18,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from diffvox_jax import inference
-from diffvox_jax.train import checkpoint
+from diffvox_jax import inference, plots
+from diffvox_jax.train import checkpoint, loop
 
 pytestmark = pytest.mark.slow
 
@@ -225,9 +225,11 @@ def test_diffvox_train_runs_end_to_end_on_synthetic_songs(straight_run):
   assert 'step 4 eval: latent_mse=' in result.stderr and 'step 8 eval_ema: latent_mse=' in result.stderr
   assert checkpoint.latest_step(workdir) == NUM_STEPS
   tags = event_tags(workdir / 'tensorboard')
+  logged = plots.read_metrics(workdir / loop.METRICS_FILE)  # the same scalars as JSON lines.
   for tag in ('train/loss', 'train/v_mse', 'train/latent_mse', 'train/reconstruction_mse', 'train/grad_norm',
               'train/learning_rate', 'train/examples_per_s', 'eval/loss', 'eval_ema/reconstruction_mse'):
-    assert tag in tags
+    assert tag in tags and tag in logged
+  assert logged['train/loss'][-1][0] == NUM_STEPS
   config, params = inference.load_for_inference(workdir)
   assert config.train.num_steps == NUM_STEPS and config.model.factors == (4, 4)
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))

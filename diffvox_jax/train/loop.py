@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import inference
+from diffvox_jax import files, inference
 from diffvox_jax.models import spectral as models_spectral
 from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import parallel, validation
@@ -29,6 +29,7 @@ from diffvox_jax.train.state import TrainState, with_conditioner
 
 # SIGHUP too: a dropped `gcloud ... ssh --worker=all` session hangs up every host of a pod at once.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+METRICS_FILE = 'metrics.jsonl'  # every logged scalar, one JSON line per log point (`plots.read_metrics` reads it)
 
 
 class CheckpointableIterator(Protocol):
@@ -145,7 +146,8 @@ def announce(message: str) -> None:
 
 
 class Reporter:
-  """Everything a finished dispatch reports: the NaN check, the progress bar, TensorBoard scalars (process 0).
+  """Everything a finished dispatch reports: the NaN check, the progress bar, the scalars (process 0: JSON lines
+  in `metrics.jsonl` and TensorBoard).
 
   Train scalars are means over the steps since the previous log point (`train.log_every`); throughput on the
   bar counts from the end of the first dispatch, so compilation is left out.
@@ -155,6 +157,7 @@ class Reporter:
     self.train, self.workdir = config.train, workdir
     is_main = jax.process_index() == 0
     self.writer = SummaryWriter(str(workdir / 'tensorboard')) if is_main else None
+    self.metrics_path = workdir / METRICS_FILE if is_main else None
     self.progress = tqdm.tqdm(total=self.train.num_steps, initial=step, unit='step', disable=not is_main,
                               dynamic_ncols=True)
     self.sums: dict[str, float] = {}
@@ -199,8 +202,13 @@ class Reporter:
       self.scalars(scalars, done)
       self.sums, self.window_steps, self.window_time = {}, 0, time.perf_counter()
 
-  def scalars(self, values: dict[str, float], step: int) -> None:
-    if self.writer is not None:
+  def scalars(self, values: dict[str, float], step: int, tensorboard: bool = True) -> None:
+    """Logs `values` at `step` to `metrics.jsonl` (one line `{"step": step, tag: value, ...}`) and, when
+    `tensorboard`, as TensorBoard scalars (process 0 only)."""
+    if self.metrics_path is None:
+      return
+    files.append_json_line(self.metrics_path, {'step': int(step), **{tag: float(v) for tag, v in values.items()}})
+    if tensorboard:
       for tag, value in values.items():
         self.writer.add_scalar(tag, value, step)
       self.writer.flush()
@@ -258,7 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   Args:
     config: the resolved config (saved as `workdir/config.json`).
-    workdir: the run folder (config, checkpoints, TensorBoard scalars).
+    workdir: the run folder (config, checkpoints, `metrics.jsonl` and TensorBoard scalars).
     model: the Flax module; default `models.build_model(config)`.
     train_data: this process's checkpointable batch iterator; default `data.pipeline.train_iterator`.
     eval_data: this process's validation batches; default `data.pipeline.eval_batches` (when
@@ -345,6 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             reporter.scalars({f'{prefix}/{name}': value for name, value in values.items()}, step)
           if validator is not None:
             usdr = validator(step, state.ema_params, reporter.writer)
+            reporter.scalars({'eval_ema/separation_usdr': usdr}, step, tensorboard=False)  # TensorBoard has it
             announce(f'step {step} eval_ema: separation_usdr={usdr:.2f} dB (best {validator.best:.2f} dB)')
         if received:
           raise TrainingInterrupted(received, step)
