@@ -41,7 +41,6 @@ from diffvox_jax import audio, baselines, evaluate, files, inference, plots, res
 from diffvox_jax import config as config_lib
 from diffvox_jax.data import builders, pipeline
 from diffvox_jax.models import parameter_counts
-from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import loop
 
 DEMO_CONFIG = 'demo'
@@ -169,7 +168,7 @@ def prepare_data(config: ml_collections.ConfigDict, data_dir: pathlib.Path, num_
 def train_model(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> bool:
   """Trains (or resumes) the run in `workdir` to `train.num_steps` (as `diffvox train`); False when a finished
   checkpoint was already there."""
-  done = checkpoint_lib.latest_step(workdir)
+  done = inference.latest_step(workdir)
   if done is not None and done >= config.train.num_steps:
     return False
   loop.train_and_evaluate(config, workdir)
@@ -193,7 +192,7 @@ def write_held_out(config: ml_collections.ConfigDict, paths: DemoPaths) -> list[
 
 def separation_settings(config: ml_collections.ConfigDict, paths: DemoPaths, seed: int) -> dict:
   """What the separated files depend on; they are reused only while it is unchanged."""
-  return {'checkpoint_step': checkpoint_lib.latest_step(paths.run), 'seed': seed,
+  return {'checkpoint_step': inference.latest_step(paths.run), 'seed': seed,
           'sampler': dataclasses.asdict(sampler.SamplerSettings.from_config(config)),
           'chunk': int(config.sampler.chunk), 'overlap': float(config.sampler.overlap)}
 
@@ -276,7 +275,7 @@ def write_report(result: DemoResult, config: ml_collections.ConfigDict, config_n
       '',
       f'The `{config_name}` config ({counts["total"]:,} parameters, {config.data.sample_rate} Hz, '
       f'{config.data.segment} sample crops, batch {config.train.batch_size}) was trained for '
-      f'{checkpoint_lib.latest_step(paths.run)} steps on {num_songs} synthetic songs '
+      f'{inference.latest_step(paths.run)} steps on {num_songs} synthetic songs '
       f'(train/validation/test split by seed), then separated the {len(result.songs)} held-out test song(s) it never '
       f'saw, sampling with {settings.steps} steps, eta {settings.eta:g}, noise cut-off {settings.cutoff_hz:g} Hz.'
       + (f' Final training loss: {final_loss[1]:.4f} at step {final_loss[0]}.' if final_loss else ''),

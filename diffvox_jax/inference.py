@@ -41,27 +41,35 @@ def read_config(folder: str | os.PathLike) -> ml_collections.ConfigDict:
   return config_lib.from_json(path.read_text())
 
 
-def _restore_params(workdir: pathlib.Path, use_ema: bool) -> tuple[int, Any]:
-  """`(step, params)` of the newest checkpoint of `workdir` as numpy arrays, whatever devices wrote it."""
-  item = 'ema_params' if use_ema else 'params'
-  manager = None
-  if (workdir / CHECKPOINT_DIR).is_dir():
-    manager = ocp.CheckpointManager(epath.Path(workdir).absolute() / CHECKPOINT_DIR,
-                                    options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-                                    item_handlers={item: ocp.StandardCheckpointHandler()})
+def latest_step(workdir: str | os.PathLike) -> int | None:
+  """The newest complete checkpoint step of a training workdir, or None."""
+  folder = pathlib.Path(workdir) / CHECKPOINT_DIR
+  if not folder.is_dir():
+    return None
+  manager = ocp.CheckpointManager(epath.Path(folder).absolute(), options=ocp.CheckpointManagerOptions(create=False))
   try:
-    step = manager.latest_step() if manager else None
-    if step is None:
-      raise CheckpointError(f'{workdir}: neither an exported model ({PARAMS_FILE}) nor a workdir with a complete '
-                            f'checkpoint in {CHECKPOINT_DIR}/')
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda array: jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=device),
-                          manager.item_metadata(step)[item])
-    restored = manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(target)}))
+    return manager.latest_step()
   finally:
-    if manager:
-      manager.close()
-  return step, jax.device_get(restored[item])
+    manager.close()
+
+
+def _restore_params(workdir: pathlib.Path, use_ema: bool) -> tuple[int, Any]:
+  """`(step, params)` of the newest checkpoint of `workdir` as numpy arrays, whatever devices wrote it (only that
+  item is read: the optimizer and data-iterator state are left alone)."""
+  step = latest_step(workdir)
+  if step is None:
+    raise CheckpointError(f'{workdir}: neither an exported model ({PARAMS_FILE}) nor a workdir with a complete '
+                          f'checkpoint in {CHECKPOINT_DIR}/')
+  item = epath.Path(workdir).absolute() / CHECKPOINT_DIR / str(step) / ('ema_params' if use_ema else 'params')
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  handler = ocp.StandardCheckpointHandler()
+  try:
+    target = jax.tree.map(lambda array: jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=device),
+                          handler.metadata(item))
+    restored = handler.restore(item, args=ocp.args.StandardRestore(target))
+  finally:
+    handler.close()
+  return step, jax.device_get(restored)
 
 
 def load_for_inference(path: str | os.PathLike, use_ema: bool = True) -> tuple[ml_collections.ConfigDict, Any]:

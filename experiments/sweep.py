@@ -38,7 +38,6 @@ from absl import app, flags
 from diffvox_jax import config as config_lib
 from diffvox_jax import evaluate, files, flag_groups, inference, results
 from diffvox_jax.data import pipeline
-from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import loop
 from experiments import plotting
 
@@ -242,7 +241,7 @@ def train_action(*, dataset: str | None, split: str | None, data_dir: str | None
   baselines once per audio format, in `OUT/baselines/`)."""
   def run_point(config: ml_collections.ConfigDict, point_dir: pathlib.Path) -> dict:
     loop.train_and_evaluate(config, point_dir)
-    row = {'step': checkpoint_lib.latest_step(point_dir)}
+    row = {'step': inference.latest_step(point_dir)}
     if dataset:
       trained, params = inference.load_for_inference(point_dir)
       tracks = itertools.islice(pipeline.tracks(trained, dataset, split, data_dir=data_dir), max_tracks)

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import random_models
 
-from diffvox_jax import audio, baselines, demo, diffusion, files, metrics, plots, sampler
+from diffvox_jax import audio, baselines, demo, diffusion, files, inference, metrics, plots, sampler
 from diffvox_jax.config import load_config
 from diffvox_jax.models import build_model
-from diffvox_jax.train import checkpoint as checkpoint_lib
 from diffvox_jax.train import loop
 from diffvox_jax.train import step as step_lib
 
@@ -79,7 +78,7 @@ def test_demo_writes_every_promised_output(demo_run):
     assert command in report
   assert result.commands['train'].startswith('diffvox train --config demo --workdir ')
   assert '--config.train.num_steps=3' in result.commands['train']
-  assert checkpoint_lib.latest_step(paths.run) == 3
+  assert inference.latest_step(paths.run) == 3
 
 
 @pytest.mark.slow

@@ -18,7 +18,6 @@ import soundfile as sf
 
 from diffvox_jax import files, inference, results
 from diffvox_jax.data import builders
-from diffvox_jax.train import checkpoint as checkpoint_lib
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +93,7 @@ def test_sweep_trains_every_point(tmp_path, env, mir1k_data):
                              '--set', 'optim.peak_lr=1e-3,3e-4',
                              *[arg for override in overrides for arg in ('--override', override)], '--out', out), env)
   for name, peak_lr in (('peak_lr=0.001', 1e-3), ('peak_lr=0.0003', 3e-4)):
-    assert checkpoint_lib.latest_step(out / name) == 2
+    assert inference.latest_step(out / name) == 2
     config = inference.read_config(out / name)
     assert config.optim.peak_lr == peak_lr and config.data.sample_rate == random_models.EVAL_RATE
   rows = files.read_json(out / 'results.json')['rows']

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import soundfile as sf
 
 from diffvox_jax import inference, plots
 from diffvox_jax.train import checkpoint, loop
@@ -223,7 +224,7 @@ def test_diffvox_train_runs_end_to_end_on_synthetic_songs(straight_run):
   workdir, result = straight_run
   assert 'examples_per_s' in result.stderr and 'steps_per_s' in result.stderr
   assert 'step 4 eval: latent_mse=' in result.stderr and 'step 8 eval_ema: latent_mse=' in result.stderr
-  assert checkpoint.latest_step(workdir) == NUM_STEPS
+  assert inference.latest_step(workdir) == NUM_STEPS
   tags = event_tags(workdir / 'tensorboard')
   logged = plots.read_metrics(workdir / loop.METRICS_FILE)  # the same scalars as JSON lines.
   for tag in ('train/loss', 'train/v_mse', 'train/latent_mse', 'train/reconstruction_mse', 'train/grad_norm',
@@ -233,6 +234,16 @@ def test_diffvox_train_runs_end_to_end_on_synthetic_songs(straight_run):
   config, params = inference.load_for_inference(workdir)
   assert config.train.num_steps == NUM_STEPS and config.model.factors == (4, 4)
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+
+
+def test_separating_with_a_training_workdir_is_quiet(straight_run, tmp_path, compile_cache):
+  workdir, _ = straight_run
+  song = tmp_path / 'song.wav'
+  sf.write(song, np.random.default_rng(0).uniform(-0.3, 0.3, (8000, 2)).astype(np.float32), 16000)
+  result = diffvox('separate', str(song), '--checkpoint', str(workdir), '-o', str(tmp_path / 'out'), '--steps', '1',
+                   '--bits', '32f', env=subprocess_env(compile_cache))  # float: no level warnings either
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stderr.strip() == '', result.stderr[-3000:]  # no orbax, tfds or JAX lines without --verbose.
 
 
 def test_missing_dataset_is_one_clear_line(tmp_path, compile_cache):
@@ -247,12 +258,12 @@ def test_sigkill_after_a_checkpoint_then_restart_resumes_exactly(tmp_path, overr
   workdir = tmp_path / 'killed'
   process, marker = start_paced_trainer(tmp_path, overrides, compile_cache, workdir, pause_at=4, mode='block')
   # Steps 1-3, checkpoint 3, step 4, then it blocks fetching the 5th batch.
-  wait_for(lambda: marker.exists() and checkpoint.latest_step(workdir) == 3, process, 'checkpoint 3')
+  wait_for(lambda: marker.exists() and inference.latest_step(workdir) == 3, process, 'checkpoint 3')
   process.send_signal(signal.SIGKILL)
   process.wait(timeout=60)
   process.stderr.close()
   process.stdout.close()
-  assert checkpoint.latest_step(workdir) == 3
+  assert inference.latest_step(workdir) == 3
 
   result = diffvox('train', '--workdir', str(workdir), env=subprocess_env(compile_cache))
   assert result.returncode == 0, result.stderr[-3000:]
@@ -269,7 +280,7 @@ def test_sigterm_saves_a_complete_checkpoint_before_exiting(tmp_path, overrides,
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=300)
   assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-  step = checkpoint.latest_step(workdir)
+  step = inference.latest_step(workdir)
   assert f'stopped by SIGTERM at step {step}; checkpoint saved' in stderr
   assert 4 < step < NUM_STEPS  # stopped early, after the step it was in
   saved = read_checkpoint(workdir, step)  # every item restores

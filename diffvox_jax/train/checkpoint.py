@@ -17,7 +17,6 @@ import base64
 import dataclasses
 import json
 import os
-import pathlib
 
 import jax
 import orbax.checkpoint as ocp
@@ -118,14 +117,3 @@ def restore_checkpoint(manager: ocp.CheckpointManager,
   state = TrainState(step=restored['optimizer']['step'], params=restored['params'],
                      ema_params=restored['ema_params'], opt_state=restored['optimizer']['opt_state'])
   return state, decode_iterator_state(restored[ITERATOR_ITEM])
-
-
-def latest_step(workdir: str | os.PathLike) -> int | None:
-  """The newest complete checkpoint step in `workdir`, or None."""
-  if not (pathlib.Path(workdir) / CHECKPOINT_DIR).is_dir():
-    return None
-  manager = make_manager(workdir, create=False)
-  try:
-    return manager.latest_step()
-  finally:
-    manager.close()
