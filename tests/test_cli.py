@@ -170,9 +170,11 @@ def test_format_filename_stem_and_level_warnings(env, tmp_path, mini):
 
 def test_ctrl_c_is_one_line_exit_130_and_leaves_no_temp_files(env, tmp_path, mini):
   song(tmp_path / 'long.wav', seconds=600)
+  # SIGINT at its default in the child: a pytest-xdist worker ignores it, and an ignored SIGINT is inherited.
   process = subprocess.Popen([sys.executable, '-m', 'diffvox_jax.cli', 'separate', 'long.wav', '--checkpoint', mini,
                               '--batch-size', '1'], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   deadline = time.monotonic() + 300
   while not list(tmp_path.glob('separated/long/.*.tmp')) and time.monotonic() < deadline:
     time.sleep(0.2)
