@@ -25,9 +25,10 @@ system-deps:
 	  else echo "Debian packages missing:$$missing (run as root, or: sudo apt-get install$$missing)"; fi; \
 	fi
 
+# Tests run in one process per core (at most 4), a test file per process (module fixtures are built once).
 test: venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile $(PYTEST_ARGS)
 
 demo: venv
 	$(PY) -m diffvox_jax.demo --out demo_out
