@@ -25,6 +25,11 @@ from diffvox_jax.commands import common
 from diffvox_jax.data import pipeline
 
 FLAGS = flags.FLAGS
+FLAG_GROUPS = (
+    ('model', ('checkpoint', 'ema', 'label')),
+    ('evaluation', ('dataset', 'split', 'data-dir', 'runs', 'max-tracks', 'museval', 'baselines', 'workers', 'out')),
+    ('sampler', tuple(flag for flag, _ in flag_groups.SAMPLER_FLAGS) + ('seed',)),
+)
 
 
 def define_flags() -> None:
