@@ -8,6 +8,7 @@ split, then `summary.json` / `summary.md`.
 import collections
 import dataclasses
 import functools
+import itertools
 import multiprocessing
 import pathlib
 import time
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from diffvox_jax import baselines, files, metrics, results, separate
 from diffvox_jax import sampler as sampler_lib
+from diffvox_jax.data import pipeline
 from diffvox_jax.inference import save_config
 
 Estimate = Callable[[Any, int], np.ndarray]  # (track, run) -> (time, channels) vocal estimate.
@@ -249,3 +251,22 @@ def evaluate_model(config: ml_collections.ConfigDict, params: Any, tracks: Itera
              'systems': {system.name: results.summarize(system, names) for system in systems}}
   results.write_summary(out_dir, summary)
   return summary
+
+
+def evaluate_split(config: ml_collections.ConfigDict, params: Any, out_dir: str | pathlib.Path, *,
+                   dataset: str | None = None, split: str | None = None, data_dir: str | None = None,
+                   max_tracks: int | None = None, runs: int | None = None, museval: bool | None = None,
+                   **options) -> dict:
+  """`evaluate_model` on the first `max_tracks` tracks (all when None) of a prepared dataset split.
+
+  `dataset`, `split`, `runs` and `museval` default to the config's `eval` section; `options` are the remaining
+  arguments of `evaluate_model` (`with_baselines`, `baseline_dir`, `label`, `checkpoint`, `workers`, `progress`).
+  Every program that evaluates a checkpoint on a split (`diffvox evaluate`, the sweeps, the tables) goes through
+  here.
+  """
+  dataset, split = dataset or config.eval.dataset, split or config.eval.split
+  tracks = itertools.islice(pipeline.tracks(config, dataset, split, data_dir=data_dir), max_tracks)
+  return evaluate_model(config, params, tracks, out_dir, dataset=dataset, split=split,
+                        runs=runs or int(config.eval.runs),
+                        museval=bool(config.eval.museval) if museval is None else museval, total=max_tracks,
+                        **options)

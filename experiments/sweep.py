@@ -37,7 +37,7 @@ from absl import app, flags
 
 from diffvox_jax import config as config_lib
 from diffvox_jax import evaluate, files, flag_groups, inference, results
-from diffvox_jax.data import pipeline
+from diffvox_jax.data import builders
 from diffvox_jax.train import loop
 from experiments import plotting
 
@@ -214,11 +214,10 @@ def evaluate_action(checkpoint: str, *, dataset: str | None, split: str | None, 
   dataset, split = dataset or base.eval.dataset, split or base.eval.split
 
   def run_point(config: ml_collections.ConfigDict, point_dir: pathlib.Path) -> dict:
-    tracks = itertools.islice(pipeline.tracks(config, dataset, split, data_dir=data_dir), max_tracks)
-    summary = evaluate.evaluate_model(
-        config, params, tracks, point_dir, dataset=dataset, split=split, runs=runs or int(config.eval.runs),
-        with_baselines=with_baselines, museval=museval, baseline_dir=baseline_dir, label=point_dir.name,
-        checkpoint=str(pathlib.Path(checkpoint).resolve()), workers=workers, total=max_tracks)
+    summary = evaluate.evaluate_split(
+        config, params, point_dir, dataset=dataset, split=split, data_dir=data_dir, max_tracks=max_tracks,
+        runs=runs, museval=museval, with_baselines=with_baselines, baseline_dir=baseline_dir, label=point_dir.name,
+        checkpoint=str(pathlib.Path(checkpoint).resolve()), workers=workers)
     return results.headline(summary['systems']['model'])
 
   return base, run_point
@@ -244,12 +243,11 @@ def train_action(*, dataset: str | None, split: str | None, data_dir: str | None
     row = {'step': inference.latest_step(point_dir)}
     if dataset:
       trained, params = inference.load_for_inference(point_dir)
-      tracks = itertools.islice(pipeline.tracks(trained, dataset, split, data_dir=data_dir), max_tracks)
-      audio_format = f'{trained.data.sample_rate}hz_{trained.data.channels}ch'
-      summary = evaluate.evaluate_model(
-          trained, params, tracks, point_dir / 'evaluation', dataset=dataset, split=split,
-          runs=runs or int(trained.eval.runs), museval=museval, baseline_dir=point_dir.parent / 'baselines' /
-          audio_format, label=point_dir.name, checkpoint=str(point_dir), workers=workers, total=max_tracks)
+      audio_format = builders.config_name(trained.data.sample_rate, trained.data.channels)
+      summary = evaluate.evaluate_split(
+          trained, params, point_dir / 'evaluation', dataset=dataset, split=split, data_dir=data_dir,
+          max_tracks=max_tracks, runs=runs, museval=museval, baseline_dir=point_dir.parent / 'baselines' /
+          audio_format, label=point_dir.name, checkpoint=str(point_dir), workers=workers)
       row.update(results.headline(summary['systems']['model']))
     return row
 

@@ -27,7 +27,6 @@ InstGlow 3.46; MSDM 3.64; Diff-DMX-RT-musdb 5.38; Diff-DMX-extra 6.00; Diff-DMX-
 HT-Demucs 7.93, with ~53 h extra data 9.37. See `experiments/paper.py`.
 """
 
-import itertools
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ from absl import app, flags
 
 from diffvox_jax import config as config_lib
 from diffvox_jax import evaluate, files, flag_groups, inference, results
-from diffvox_jax.data import pipeline
+from diffvox_jax.data import builders
 from experiments import paper
 
 HEADERS = ['Model', 'Generative?', 'T', '#Params', 'Extra data', 'SDR (paper)', 'uSDR median (ours)',
@@ -73,14 +72,11 @@ def evaluate_models(models: Sequence[tuple[str, str]], out: pathlib.Path, *, dat
   for label, checkpoint in models:
     config, params = inference.load_for_inference(checkpoint)
     config = config_lib.with_sampler_overrides(config, sampler_overrides)
-    model_dataset, model_split = dataset or config.eval.dataset, split or config.eval.split
-    tracks = itertools.islice(pipeline.tracks(config, model_dataset, model_split, data_dir=data_dir), max_tracks)
-    audio_format = f'{config.data.sample_rate}hz_{config.data.channels}ch'
-    summary = evaluate.evaluate_model(
-        config, params, tracks, out / label, dataset=model_dataset, split=model_split,
-        runs=runs or int(config.eval.runs), with_baselines=with_baselines, museval=museval,
-        baseline_dir=out / 'baselines' / audio_format,
-        label=label, checkpoint=str(pathlib.Path(checkpoint).resolve()), workers=workers, total=max_tracks)
+    audio_format = builders.config_name(config.data.sample_rate, config.data.channels)
+    summary = evaluate.evaluate_split(
+        config, params, out / label, dataset=dataset, split=split, data_dir=data_dir, max_tracks=max_tracks,
+        runs=runs, museval=museval, with_baselines=with_baselines, baseline_dir=out / 'baselines' / audio_format,
+        label=label, checkpoint=str(pathlib.Path(checkpoint).resolve()), workers=workers)
     entries.append({'label': label, 'checkpoint': checkpoint, 'steps': int(config.sampler.steps),
                     'params': int(sum(np.size(leaf) for leaf in jax.tree.leaves(params))),
                     'extra_data': _training_data(config.data.sources), 'summary': summary})

@@ -14,7 +14,6 @@ baselines are deterministic and run once. BSS Eval costs about 50 s of CPU per 4
 `diffvox_jax/evaluate.py` and `diffvox_jax/results.py`.
 """
 
-import itertools
 import pathlib
 
 from absl import flags
@@ -22,7 +21,6 @@ from absl import flags
 from diffvox_jax import config as config_lib
 from diffvox_jax import evaluate, flag_groups, inference, separate
 from diffvox_jax.commands import common
-from diffvox_jax.data import pipeline
 
 FLAGS = flags.FLAGS
 FLAG_GROUPS = (
@@ -55,17 +53,12 @@ def main(argv: list[str]) -> None:
     config = config_lib.with_sampler_overrides(config, flag_groups.sampler_overrides())
   except (ValueError, OSError) as error:
     common.fail(str(error))
-  dataset = FLAGS.dataset or config.eval.dataset
-  split = FLAGS.split or config.eval.split
-  max_tracks = FLAGS['max-tracks'].value
   try:
-    tracks = pipeline.tracks(config, dataset, split, data_dir=FLAGS['data-dir'].value)
-    summary = evaluate.evaluate_model(
-        config, params, itertools.islice(tracks, max_tracks), FLAGS.out, dataset=dataset, split=split,
-        runs=FLAGS.runs or int(config.eval.runs), with_baselines=FLAGS.baselines,
-        museval=config.eval.museval if FLAGS.museval is None else FLAGS.museval,
-        label=FLAGS.label or pathlib.Path(FLAGS.checkpoint).resolve().name,
-        checkpoint=str(pathlib.Path(FLAGS.checkpoint).resolve()), workers=FLAGS.workers, total=max_tracks)
+    summary = evaluate.evaluate_split(
+        config, params, FLAGS.out, dataset=FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS['data-dir'].value,
+        max_tracks=FLAGS['max-tracks'].value, runs=FLAGS.runs, museval=FLAGS.museval,
+        with_baselines=FLAGS.baselines, label=FLAGS.label or pathlib.Path(FLAGS.checkpoint).resolve().name,
+        checkpoint=str(pathlib.Path(FLAGS.checkpoint).resolve()), workers=FLAGS.workers)
   except (ValueError, OSError) as error:
     common.fail(str(error))
   print((pathlib.Path(FLAGS.out) / 'summary.md').read_text(), end='')
