@@ -15,14 +15,13 @@ Chunking and overlap-add live in `diffvox_jax.chunking` and are re-exported here
 straight into chunks (block reads + streaming resampling), so long files are processed with bounded memory.
 """
 
-import contextlib
 import json
 import os
 import pathlib
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -33,7 +32,7 @@ from diffvox_jax.chunking import ChunkCutter, ChunkPlan, OverlapAdd, chunk_plan,
 
 __all__ = [
     'AudioError', 'AudioWriter', 'ChunkCutter', 'ChunkPlan', 'OverlapAdd', 'STEM_NAMES', 'audio_length', 'chunk_plan',
-    'chunk_window', 'convert_channels', 'cut_chunks', 'db_to_gain', 'iter_chunks', 'load_audio', 'open_writer',
+    'chunk_window', 'convert_channels', 'cut_chunks', 'db_to_gain', 'iter_chunks', 'load_audio',
     'overlap_add', 'read_audio', 'read_stems', 'resample', 'rms_db', 'write_audio',
 ]
 
@@ -148,15 +147,6 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *,
     raise ValueError(f'{path}: expected non-empty audio of shape (time, channels), got {audio.shape}')
   with AudioWriter(path, sample_rate, audio.shape[1], bits=bits, clip=clip, mp3_kbps=mp3_kbps) as writer:
     writer.write(audio)
-    writer.commit()
-
-
-@contextlib.contextmanager
-def open_writer(path: str | os.PathLike, sample_rate: int, channels: int, *, bits: str = '16',
-                clip: str = 'clamp') -> Iterator[Callable[[np.ndarray], None]]:
-  """`with open_writer(...) as write:` streams blocks into an `AudioWriter` committed when the block succeeds."""
-  with AudioWriter(path, sample_rate, channels, bits=bits, clip=clip) as writer:
-    yield writer.write
     writer.commit()
 
 

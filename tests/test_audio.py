@@ -192,26 +192,28 @@ def test_write_is_atomic(tmp_path, monkeypatch):
   assert [p.name for p in tmp_path.iterdir()] == ['out.wav']
 
 
-def test_open_writer_streams_blocks(tmp_path):
-  signal = sine(440.0) * 2.5  # peak 1.25: the streaming writer clamps
+def test_audio_writer_streams_blocks(tmp_path):
+  signal = sine(440.0) * 2.5  # peak 1.25: clamped
   streamed, whole = tmp_path / 'streamed.flac', tmp_path / 'whole.flac'
-  with audio.open_writer(streamed, RATE, 2, bits='24') as write:
+  with audio.AudioWriter(streamed, RATE, 2, bits='24', clip='clamp') as writer:
     for block in np.array_split(signal, 7):
-      write(block)
+      writer.write(block)
+    writer.commit()
   audio.write_audio(whole, signal, RATE, bits='24', clip='clamp')
   np.testing.assert_array_equal(audio.read_audio(streamed)[0], audio.read_audio(whole)[0])
   np.testing.assert_allclose(audio.read_audio(streamed)[0], np.clip(signal, -1, 1), atol=2.0**-23)
   assert sorted(p.name for p in tmp_path.iterdir()) == ['streamed.flac', 'whole.flac']
 
 
-def test_open_writer_failure_keeps_destination(tmp_path):
+def test_audio_writer_failure_keeps_destination(tmp_path):
   path = tmp_path / 'out.wav'
   audio.write_audio(path, sine(440.0), RATE)
   before = path.read_bytes()
   with pytest.raises(ValueError, match=r'expected blocks of shape \(time, 2\)'), \
-      audio.open_writer(path, RATE, 2) as write:
-    write(sine(880.0))
-    write(sine(880.0, channels=1))
+      audio.AudioWriter(path, RATE, 2) as writer:
+    writer.write(sine(880.0))
+    writer.write(sine(880.0, channels=1))
+    writer.commit()
   assert path.read_bytes() == before
   assert [p.name for p in tmp_path.iterdir()] == ['out.wav']
 
