@@ -326,11 +326,13 @@ def template_paths(out: str | os.PathLike, template: str, track: str, stems: Ite
 
 @dataclasses.dataclass(frozen=True)
 class Written:
-  """What `separate_file` wrote: `{stem: path}`, and per stem the samples clamped and the rescaling gain."""
+  """What `separate_file` wrote: `{stem: path}`, per stem the samples clamped and the rescaling gain, and the
+  track's length in seconds."""
 
   paths: dict[str, pathlib.Path]
   clamped: dict[str, int]
   gains: dict[str, float]
+  seconds: float
 
 
 def separate_file(separator: Separator, path: str | os.PathLike, destinations: dict[str, pathlib.Path], *,
@@ -406,7 +408,7 @@ def separate_file(separator: Separator, path: str | os.PathLike, destinations: d
       if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
   return Written({stem: w.path for stem, w in writers.items()}, {stem: w.clamped for stem, w in writers.items()},
-                 {stem: w.gain for stem, w in writers.items()})
+                 {stem: w.gain for stem, w in writers.items()}, frames / rate)
 
 
 def _make_folders(paths: Iterable[pathlib.Path]) -> list[pathlib.Path]:

@@ -195,7 +195,6 @@ def main(argv: list[str]) -> None:
       tqdm.write(f'{path}: skipped, its outputs exist')
       continue
     try:
-      warn_long_chunks(path, separator)
       written = separator.separate_file(path, out, track=track, stems=stems, file_format=FLAGS.format,
                                         filename=FLAGS.filename, bits=FLAGS.bits, clip=FLAGS['clip-mode'].value,
                                         mp3_kbps=int(FLAGS['mp3-bitrate'].value), initial=FLAGS.refine)
@@ -206,17 +205,9 @@ def main(argv: list[str]) -> None:
     replaced = ' (replaced existing files)' if existed else ''
     tqdm.write(f'{path} -> {", ".join(map(str, written.paths.values()))}{replaced}')
     report_levels(path, written)
+    if FLAGS['chunk-seconds'].value is not None and separator.chunk_seconds > written.seconds:
+      warn(f'{path}: --chunk-seconds {separator.chunk_seconds:.2f} is longer than the file ({written.seconds:.2f} '
+           's); the chunk is padded')
   files.close()
   if failures:
     common.fail(f'{failures} of {len(jobs) + len(errors)} inputs failed', code=1)
-
-
-def warn_long_chunks(path: pathlib.Path, separator: api.Separator) -> None:
-  """A `--chunk-seconds` longer than the file pads every chunk: say so."""
-  if FLAGS['chunk-seconds'].value is None:
-    return
-  rate, _ = separate.input_format(path)
-  seconds = audio.audio_length(path, rate) / rate
-  if separator.chunk_seconds > seconds:
-    warn(f'{path}: --chunk-seconds {separator.chunk_seconds:.2f} is longer than the file ({seconds:.2f} s); '
-         'the chunk is padded')
