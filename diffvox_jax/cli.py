@@ -149,14 +149,11 @@ def run(name: str, args: list[str]) -> None:
   def main(argv: list[str]) -> None:
     if not FLAGS.verbose and not FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)  # orbax, tfds and JAX's backend search log at info level
-    try:
-      module.main(argv)
-    except KeyboardInterrupt:
-      fail('interrupted', code=INTERRUPTED)
+    module.main(argv)
 
   try:
     app.run(main, argv=[f'diffvox {name}'] + resolve_config_argument(args), flags_parser=parse_flags)
-  except KeyboardInterrupt:  # during start-up, before the command's own handler.
+  except KeyboardInterrupt:  # Ctrl-C, at start-up or in the command: one line (writers clean up on the way out).
     fail('interrupted', code=INTERRUPTED)
 
 
