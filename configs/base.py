@@ -70,6 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   # The diffusion.data_scale the conditioner was trained at (0 = this config's): it reads the mixture in those units.
   spectral.conditioner_data_scale = 0.0
   spectral.generator_sees_mixture = False  # the generator's frame input adds log1p|M| and the conditioner's mask.
+  spectral.dropout = 0.0  # [?] between the conditioner's BLSTM layers in training (Open-Unmix uses 0.4).
   model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   model.attention_impl = 'auto'  # 'auto' | 'xla' | 'cudnn' | 'blockwise' (memory-efficient, any device).
   model.attention_block = 1024  # query block length of the blockwise attention.

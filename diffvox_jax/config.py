@@ -213,6 +213,8 @@ def validate_spectral(spectral: ml_collections.ConfigDict) -> None:
     raise ConfigError('model.spectral.layers and generator_layers must be at least 1')
   if spectral.fourier_features < 2 or spectral.fourier_features % 2:
     raise ConfigError(f'model.spectral.fourier_features={spectral.fourier_features} must be even')
+  if not 0.0 <= spectral.get('dropout', 0.0) < 1.0:
+    raise ConfigError(f'model.spectral.dropout={spectral.dropout} must be in [0, 1)')
   if spectral.freeze_conditioner and not spectral.conditioner_from:
     raise ConfigError('model.spectral.freeze_conditioner needs model.spectral.conditioner_from (a trained model '
                       'to freeze)')

@@ -81,6 +81,28 @@ def test_a_few_train_steps_on_one_batch_lower_the_loss(kind):
   assert (float(metrics['v_mse']) > 0) == (kind == 'spectral')
 
 
+def test_dropout_between_blstm_layers_acts_in_training_only():
+  config = _tiny('mask', **{'data.channels': 2})
+  config.model.spectral.layers = 2
+  model = build_model(config)
+  mixture = _audio(time=1024)
+  params = model.init(jax.random.key(0), mixture, jnp.ones((2,)), mixture)['params']
+  batch = {'vocals': 0.5 * mixture, 'mixture': mixture}
+  rng = jax.random.key(3)
+  plain = step_lib.make_loss_fn(model, config)
+  config.model.spectral.dropout = 0.5
+  dropped_model = build_model(config)
+  dropped = step_lib.make_loss_fn(dropped_model, config)
+  # Without a dropout rng (evaluation, inference) the layer is the identity: the same loss as without dropout.
+  np.testing.assert_allclose(dropped(params, batch, rng)[0], plain(params, batch, rng)[0], rtol=1e-6)
+  np.testing.assert_allclose(plain(params, batch, rng, train=True)[0], plain(params, batch, rng)[0], rtol=1e-6)
+  trained = [float(dropped(params, batch, jax.random.key(seed), train=True)[0]) for seed in (3, 4)]
+  assert trained[0] != trained[1] and abs(trained[0] - float(plain(params, batch, rng)[0])) > 1e-6
+  assert dropped_model.apply({'params': params}, mixture, method='condition').reconstruction_estimate.shape == (2, 1024, 2)
+  with pytest.raises(ConfigError, match='model.spectral.dropout'):
+    load_config('mir1k_mask', ['--config.model.spectral.dropout=1.0'])
+
+
 def test_the_generators_coefficients_set_its_x0_estimate():
   """With the head fixed to a = 0, b = 1 (x0_hat = istft(1 * M) = the mixture), Eq. 5 on its v gives the mixture
   back at every sigma above the floor; with a = 1, b = 0 it gives x_sigma itself (no residual on the mask)."""

@@ -56,6 +56,7 @@ class SpectralSpec:
   freeze_conditioner: bool = False
   generator_sees_mixture: bool = False
   conditioner_gain: float = 1.0  # the conditioner's features read the mixture times this (its units / ours).
+  dropout: float = 0.0  # between the conditioner's BLSTM layers, in training only (Open-Unmix: 0.4).
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SpectralSpec':
@@ -67,7 +68,7 @@ class SpectralSpec:
                detach_conditioner=bool(spectral.get('detach_conditioner', True)),
                freeze_conditioner=bool(spectral.freeze_conditioner),
                generator_sees_mixture=bool(spectral.generator_sees_mixture),
-               conditioner_gain=conditioner_gain(config))
+               conditioner_gain=conditioner_gain(config), dropout=float(spectral.get('dropout', 0.0)))
 
   @property
   def bins(self) -> int:
@@ -88,14 +89,17 @@ def _frame_features(spectrum: jax.Array) -> jax.Array:
 
 class BLSTM(nn.Module):
   """`layers` bidirectional LSTMs of `features` units in all (half per direction): `(batch, frames, d)` ->
-  `(batch, frames, features)`."""
+  `(batch, frames, features)`. `dropout` acts between layers when the call has a 'dropout' rng (training)."""
 
   features: int
   layers: int
+  dropout: float = 0.0
 
   @nn.compact
   def __call__(self, h: jax.Array) -> jax.Array:
     for i in range(self.layers):
+      if i and self.dropout:
+        h = nn.Dropout(self.dropout, deterministic=not self.has_rng('dropout'))(h)
       h = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(self.features // 2), name=f'forward_{i}'),
                            nn.RNN(nn.OptimizedLSTMCell(self.features // 2), name=f'backward_{i}'))(h)
     return h
@@ -113,7 +117,7 @@ class MaskEstimator(nn.Module):
     spectrum = stft(mixture, spec.n_fft, spec.hop)
     frames = _frame_features(spectrum * spec.conditioner_gain)  # the mask is scale-free: applied to `spectrum`.
     h = jnp.tanh(nn.LayerNorm(name='input_norm')(nn.Dense(spec.hidden, name='input')(frames)))
-    h = jnp.concatenate([h, BLSTM(spec.hidden, spec.layers, name='blstm')(h)], axis=-1)
+    h = jnp.concatenate([h, BLSTM(spec.hidden, spec.layers, spec.dropout, name='blstm')(h)], axis=-1)
     features = nn.relu(nn.LayerNorm(name='features_norm')(nn.Dense(spec.hidden, name='features')(h)))
     mask = nn.sigmoid(nn.Dense(spec.audio_channels * spec.bins, name='mask')(features))
     mask = mask.reshape(spectrum.shape)

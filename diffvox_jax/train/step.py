@@ -3,6 +3,8 @@
 PRNG discipline: the step's key is `fold_in(rng, state.step)` and every example's key is `fold_in(step key,
 global example index)`, so sigma and the noise of an example depend only on the seed, the step and the example's
 position in the global batch: not on how many devices share the batch, and not on whether the run was resumed.
+Dropout (spectral kinds with `model.spectral.dropout > 0`) draws from `fold_in(fold_in(step key, DROPOUT_STREAM),
+device index)`, so only its masks depend on the device count.
 """
 
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from diffvox_jax.train.state import TrainState
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 TrainStep = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
+DROPOUT_STREAM = 2**31 - 1  # an index no example key uses (those are global example indices).
 
 
 def example_keys(rng: jax.Array, local_batch: int, axis_name: str | None) -> jax.Array:
@@ -44,26 +47,30 @@ def draw_sigma_and_noise(keys: jax.Array, shape: tuple[int, ...]) -> tuple[jax.A
 
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict,
                  axis_name: str | None = None) -> Callable[[Any, Batch, jax.Array], tuple[jax.Array, Metrics]]:
-  """Returns `loss_fn(params, batch, rng) -> (total, terms)`: the weighted loss of `config.diffusion`.
+  """Returns `loss_fn(params, batch, rng, train=False) -> (total, terms)`: the weighted loss of `config.diffusion`.
 
-  `batch` holds `vocals` and `mixture` of shape `(batch, segment, channels)`; `rng` is this step's key.
+  `batch` holds `vocals` and `mixture` of shape `(batch, segment, channels)`; `rng` is this step's key. With
+  `train`, the model also gets a 'dropout' rng (one per device), so dropout layers act; otherwise they do not.
   """
   weights = config.diffusion
   scale = config.diffusion.get('data_scale', 1.0)  # the model's units: audio times data_scale (losses too).
 
   residual = weights.get('target', 'vocals') == 'residual'
 
-  def loss_fn(params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, Metrics]:
+  def loss_fn(params, batch: Batch, rng: jax.Array, train: bool = False) -> tuple[jax.Array, Metrics]:
     vocals, mixture = batch['vocals'] * scale, batch['mixture'] * scale
     sigma, noise = draw_sigma_and_noise(example_keys(rng, vocals.shape[0], axis_name), vocals.shape[1:])
+    device = jax.lax.axis_index(axis_name) if axis_name else 0
+    rngs = {'dropout': jax.random.fold_in(jax.random.fold_in(rng, DROPOUT_STREAM), device)} if train else {}
     if residual:  # diffuse what the conditioner's direct estimate misses: vocals - H_128(mixture).
-      conditioning = model.apply({'params': params}, mixture, method='condition')
+      conditioning = model.apply({'params': params}, mixture, method='condition', rngs=rngs)
       target = vocals - jax.lax.stop_gradient(conditioning.reconstruction_estimate)
       v_hat = model.apply({'params': params}, diffusion.add_noise(target, noise, sigma), sigma,
-                          conditioning.features, method='denoise')
+                          conditioning.features, method='denoise', rngs=rngs)
     else:
       target = vocals
-      v_hat, conditioning = model.apply({'params': params}, diffusion.add_noise(vocals, noise, sigma), sigma, mixture)
+      v_hat, conditioning = model.apply({'params': params}, diffusion.add_noise(vocals, noise, sigma), sigma, mixture,
+                                        rngs=rngs)
     terms = diffusion.loss_terms(
         v_hat, diffusion.v_target(target, noise, sigma), vocals, conditioning.latent_estimate,
         conditioning.reconstruction_estimate, v_weight=weights.v_weight, latent_weight=weights.latent_weight,
@@ -95,7 +102,8 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, axis_na
   decay = config.train.ema_decay
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, jax.random.fold_in(rng, state.step))
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, jax.random.fold_in(rng, state.step),
+                                                      train=True)
     if axis_name:  # per-device gradients of the local batch (pmap semantics)
       grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
