@@ -31,7 +31,7 @@ test: venv
 	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile $(PYTEST_ARGS)
 
 demo: venv
-	$(PY) -m diffvox_jax.demo --out demo_out
+	$(VENV)/bin/diffvox demo --out demo_out
 
 lint: venv
 	$(VENV)/bin/ruff check .

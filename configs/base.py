@@ -63,8 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
   spectral.fourier_features = 64  # random Fourier features of sigma in the generator.
   spectral.residual = True  # the generator corrects the conditioner's mask (x0_hat starts as the direct estimate).
   spectral.detach_conditioner = True  # no L_diff gradient into the conditioner (it trains on L_rec alone).
-  # A trained 'mask' or 'spectral' model (packaged name or folder) whose conditioner initialises this one; with
-  # freeze_conditioner the generator alone trains, refining that model's fixed estimate. '' = random init.
+  # A trained 'mask' or 'spectral' model (packaged name or folder) whose conditioner initialises this one (for
+  # kind 'mask': fine-tuning it); with freeze_conditioner the generator alone trains, refining that model's fixed
+  # estimate. '' = random init.
   spectral.conditioner_from = ''
   spectral.freeze_conditioner = False
   # The diffusion.data_scale the conditioner was trained at (0 = this config's): it reads the mixture in those units.

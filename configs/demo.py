@@ -13,7 +13,7 @@ What differs from cpu_tiny (same widths, blocks per level, transformer, losses a
 - sampling: 10 steps with the paper's high-pass refinement noise (eta 0.4, cut-off 2 kHz, under the 4 kHz
   Nyquist frequency), 4 samples averaged per chunk.
 
-    python -m diffvox_jax.demo --out demo_out      # renders, trains, separates, scores: see demo_out/report.md
+    diffvox demo --out demo_out      # renders, trains, separates, scores: see demo_out/report.md
     diffvox prepare --dataset synthetic --num-songs 24 --config demo --data-dir demo_out/data
     diffvox train --config demo --workdir demo_out/run --config.data.data_dir=demo_out/data
 """

@@ -9,8 +9,8 @@
 `from_pretrained` takes a packaged model's name, a training workdir or an exported model folder, and the sampler
 settings by their config names (`steps=`, `eta=`, `num_samples=`, ...; see `configs/base.py`). Arrays come back at
 the input's rate, length and shape. The same seed gives the same vocals as `diffvox separate --seed`. Bad input
-raises a `ValueError` (an `audio.AudioError` or `separate.SeparationError` for a file) whose one-line message names
-it.
+raises a `ValueError` (`audio.AudioError` or `separate.SeparationError` for a file, `inference.CheckpointError`
+for a model) whose one-line message names it.
 """
 
 import dataclasses
@@ -61,7 +61,7 @@ class Separator:
       refining: the separations refine estimates passed in (`initial=`), from `sigma_start`.
       **sampler_overrides: `config.sampler` fields (`steps`, `method`, `eta`, `num_samples`, ...).
     """
-    checkpoint = separate_lib.resolve_checkpoint(None if name_or_path is None else str(name_or_path))
+    checkpoint = inference.resolve_checkpoint(None if name_or_path is None else str(name_or_path))
     config, params = inference.load_for_inference(checkpoint, use_ema=ema)
     config = config_lib.with_sampler_overrides(config, sampler_overrides, refining=refining)
     settings = sampler.SamplerSettings.from_config(config)

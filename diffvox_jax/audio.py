@@ -12,7 +12,9 @@ Bad input raises `AudioError` (a ValueError) whose one-line message starts with 
 undecodable or truncated file, zero-length audio, NaN/Inf samples.
 
 Chunking and overlap-add live in `diffvox_jax.chunking` and are re-exported here; `iter_chunks` streams a file
-straight into chunks (block reads + streaming resampling), so long files are processed with bounded memory.
+straight into chunks (block reads + streaming resampling), so long files are processed with bounded memory;
+`StreamConverter` converts a stream of blocks back to a file's rate and channels (`file_format`), and
+`SampleQueue` re-cuts a block stream into arbitrary amounts.
 """
 
 import json
@@ -21,7 +23,7 @@ import pathlib
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -279,6 +281,55 @@ def iter_chunks(path: str | os.PathLike, sample_rate: int, channels: int, plan: 
     raise
   except ValueError as error:
     raise AudioError(f'{path}: {error}') from error
+
+
+def file_format(path: str | os.PathLike) -> tuple[int, int]:
+  """(sample_rate, channels) of an audio file: from the header where soundfile reads it, else by decoding."""
+  try:
+    info = sf.info(str(path))
+    return info.samplerate, info.channels
+  except sf.LibsndfileError:
+    decoded, rate = read_audio(path)  # formats only ffmpeg decodes (m4a, mp4, ...); errors name the file.
+    return rate, decoded.shape[1]
+
+
+class StreamConverter:
+  """Converts a stream of `(time, channels_in)` blocks at `rate_in` to `rate` and `channels`, `frames` samples in
+  all (`convert(block, last)` per block; the last call flushes the resampler and pads a rounding shortfall)."""
+
+  def __init__(self, rate_in: int, channels_in: int, rate: int, channels: int, frames: int):
+    self._stream = None
+    if rate != rate_in:
+      self._stream = soxr.ResampleStream(rate_in, rate, channels_in, dtype='float32', quality=RESAMPLE_QUALITY)
+    self._channels = channels
+    self._remaining = frames
+
+  def convert(self, block: np.ndarray, last: bool) -> np.ndarray:
+    if self._stream is not None:
+      block = self._stream.resample_chunk(block, last=last)
+    block = convert_channels(block, self._channels)[:self._remaining]
+    if last and len(block) < self._remaining:  # resampling can round one sample short of the input's length.
+      block = np.concatenate([block, np.zeros((self._remaining - len(block), self._channels), np.float32)])
+    self._remaining -= len(block)
+    return block
+
+
+class SampleQueue:
+  """Hands out the samples of a chunk iterator in arbitrary amounts, in order."""
+
+  def __init__(self, chunks: Iterable[np.ndarray]):
+    self._chunks = iter(chunks)
+    self._buffer: list[np.ndarray] = []
+    self._buffered = 0
+
+  def take(self, count: int) -> np.ndarray:
+    while self._buffered < count:
+      chunk = next(self._chunks)
+      self._buffer.append(chunk)
+      self._buffered += len(chunk)
+    joined = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+    self._buffer, self._buffered = [joined[count:]], len(joined) - count
+    return joined[:count]
 
 
 def db_to_gain(db: float | np.ndarray) -> float | np.ndarray:

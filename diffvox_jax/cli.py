@@ -26,6 +26,7 @@ COMMANDS = {
     'prepare': ('diffvox_jax.commands.prepare', 'build a tfds dataset from a local folder or synthetic songs'),
     'train': ('diffvox_jax.commands.train', 'train a model (data-parallel over every device)'),
     'evaluate': ('diffvox_jax.commands.evaluate', 'score a checkpoint and the baselines on a dataset split'),
+    'demo': ('diffvox_jax.commands.demo', 'the whole job on synthetic songs: prepare, train, separate, report'),
     'model-summary': ('diffvox_jax.commands.model_summary', 'print parameter counts per part of a config'),
 }
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C

@@ -131,6 +131,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     validate_model_details(model)
   else:
     validate_spectral(model.spectral)
+  if kind == 'mask' and model.spectral.freeze_conditioner:
+    raise ConfigError('model.spectral.freeze_conditioner with model.kind=mask would train nothing (the mask model '
+                      'is all conditioner)')
   if not config.diffusion.get('data_scale', 1.0) > 0:  # absent from configs saved before the field: 1.0
     raise ConfigError(f'diffusion.data_scale={config.diffusion.data_scale} must be positive')
   sampler = config.sampler

@@ -1,6 +1,7 @@
-"""`make demo`: the whole job on a fresh machine, on synthetic songs, in minutes on two CPU cores.
+"""The demo (`diffvox demo`, `make demo`): the whole job on a fresh machine, on synthetic songs, in minutes on two
+CPU cores.
 
-    python -m diffvox_jax.demo --out demo_out
+    diffvox demo --out demo_out
 
 Stages, each the library call behind a `diffvox` command (printed as it runs, and listed in the report):
 
@@ -13,7 +14,8 @@ Stages, each the library call behind a `diffvox` command (printed as it runs, an
 4. score: the uSDR of each written vocal file against the true vocals, next to the mixture as the estimate (the
    lower bound) and the oracle ideal ratio mask (an upper reference that knows the true stems): `OUT/scores.json`.
 5. figures and report: `OUT/spectrograms.png` (mixture, estimate and true vocals of the first held-out song),
-   `OUT/training_loss.png` (from the TensorBoard scalars) and `OUT/report.md` (numbers, commands, timings).
+   `OUT/training_loss.png` (from the run's `metrics.jsonl`) and `OUT/report.md` (numbers, commands, timings;
+   `demo_report.py`).
 
 Running it again reuses what exists: the dataset (prepare is idempotent), the run (training resumes, and does
 nothing once `train.num_steps` is reached) and the separated files (kept while the checkpoint step, the sampler
@@ -23,24 +25,19 @@ settings and the seed they were made with are unchanged); scores, figures and th
 """
 
 import dataclasses
-import datetime
 import os
 import pathlib
-import platform
 import shlex
-import sys
 import time
 from collections.abc import Sequence
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
 
-from diffvox_jax import audio, baselines, evaluate, files, inference, plots, results, sampler, separate
+from diffvox_jax import audio, baselines, demo_report, evaluate, files, inference, plots, sampler, separate
 from diffvox_jax import config as config_lib
 from diffvox_jax.data import builders, pipeline
-from diffvox_jax.models import parameter_counts
 from diffvox_jax.train import loop
 
 DEMO_CONFIG = 'demo'
@@ -148,6 +145,13 @@ def demo_commands(paths: DemoPaths, config_name: str, overrides: Sequence[str], 
           'separate': shlex.join(separate_words)}
 
 
+def evaluate_command(paths: DemoPaths) -> str:
+  """The `diffvox evaluate` line that scores the demo's model on the held-out test split."""
+  return shlex.join(['diffvox', 'evaluate', '--checkpoint', str(paths.run), '--dataset', DATASET, '--split',
+                     TEST_SPLIT, '--data-dir', str(paths.data), '--runs', '1', '--nomuseval', '--out',
+                     str(paths.out / 'evaluation')])
+
+
 def load_demo_config(paths: DemoPaths, config_name: str = DEMO_CONFIG,
                      overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """The demo's resolved config: `config_name` with `overrides`, reading and writing data under `paths.data`."""
@@ -253,87 +257,6 @@ def make_figures(paths: DemoPaths, track: pipeline.Track, output: dict[str, path
                              title=f'demo training ({paths.run})')
 
 
-def write_report(result: DemoResult, config: ml_collections.ConfigDict, config_name: str, num_songs: int) -> None:
-  """`OUT/report.md`: what ran, the scores next to the baselines, the files, the commands and the timings."""
-  paths, median = result.paths, result.median
-  counts = parameter_counts(config)
-  settings = sampler.SamplerSettings.from_config(config)
-  scalars = plots.read_metrics(paths.run / loop.METRICS_FILE)
-  final_loss = scalars['train/loss'][-1] if scalars.get('train/loss') else None
-  rows = [[f'`{s["song"]}`', f'{s["seconds"]:.1f}', f'{s["usdr"]["model"]:.2f}', f'{s["usdr"]["mixture"]:.2f}',
-           f'{s["usdr"]["oracle_irm"]:.2f}', f'{s["margin_over_mixture"]:+.2f}'] for s in result.songs]
-  rows.append(['**median**', '', f'**{median["model"]:.2f}**', f'{median["mixture"]:.2f}',
-               f'{median["oracle_irm"]:.2f}', f'**{median["margin_over_mixture"]:+.2f}**'])
-  verdict = 'above' if median['margin_over_mixture'] > 0 else 'NOT above'
-  timing_rows = [[stage, 'reused' if result.reused.get(stage) else 'ran', f'{seconds:.0f} s']
-                 for stage, seconds in result.timings.items()]
-  lines = [
-      '# diffvox_jax demo',
-      '',
-      f'Written {datetime.datetime.now().isoformat(timespec="seconds")} on {platform.node()} '
-      f'({platform.machine()}, {jax.devices()[0].platform}, {jax.device_count()} device(s)).',
-      '',
-      f'The `{config_name}` config ({counts["total"]:,} parameters, {config.data.sample_rate} Hz, '
-      f'{config.data.segment} sample crops, batch {config.train.batch_size}) was trained for '
-      f'{inference.latest_step(paths.run)} steps on {num_songs} synthetic songs '
-      f'(train/validation/test split by seed), then separated the {len(result.songs)} held-out test song(s) it never '
-      f'saw, sampling with {settings.steps} steps, eta {settings.eta:g}, noise cut-off {settings.cutoff_hz:g} Hz.'
-      + (f' Final training loss: {final_loss[1]:.4f} at step {final_loss[0]}.' if final_loss else ''),
-      '',
-      '## Result: uSDR of the vocals (dB, higher is better)',
-      '',
-      results.markdown_table(['song', 'seconds', 'Diff-DMX demo', 'mixture (lower bound)', 'oracle IRM (upper ref.)',
-                     'margin over mixture'], rows),
-      '',
-      f'The estimate is **{median["margin_over_mixture"]:+.2f} dB** {verdict} the mixture baseline (median over '
-      f'{len(result.songs)} held-out song(s)). uSDR is the SDX23 global SDR of the whole song '
-      '(`diffvox_jax.metrics.usdr`), computed on the written 16-bit vocal files; the oracle IRM '
-      '(`diffvox_jax.baselines.oracle_irm`) uses the true stems and shows what a mask could reach.',
-      '',
-      '## Files',
-      '',
-      f'- `{paths.separated}/<song>/vocals.wav`, `instrumental.wav`: the separation (instrumental = mixture - vocals)',
-      f'- `{paths.mixtures}/<song>.wav`, `{paths.true_vocals}/<song>.wav`: the held-out inputs and their true vocals',
-      f'- `{paths.spectrograms}`: mixture, estimate and true vocals of `{result.songs[0]["song"]}`',
-      f'- `{paths.training_loss}`: training and validation loss (from `{paths.run}/tensorboard`)',
-      f'- `{paths.scores}`: the numbers above; `{paths.run}/`: config.json and checkpoints; `{paths.data}/`: dataset',
-      '',
-      '## Commands (what each stage ran, as `diffvox` commands)',
-      '',
-      '```sh',
-      *result.commands.values(),
-      '```',
-      '',
-      'The scores are computed in the demo process (`diffvox_jax.metrics.usdr` on the files above). The '
-      'evaluation harness scores the same test split with its own sampling seed per song:',
-      '',
-      '```sh',
-      f'diffvox evaluate --checkpoint {paths.run} --dataset {DATASET} --split {TEST_SPLIT} --data-dir {paths.data} '
-      f'--runs 1 --nomuseval --out {paths.out / "evaluation"}',
-      '```',
-      '',
-      '## Your own song',
-      '',
-      'Any format soundfile or ffmpeg reads, at any rate; the vocals and the instrumental land in `separated/<song>/`:',
-      '',
-      '```sh',
-      *own_song_commands(paths),
-      '```',
-      '',
-      '## Timings (this invocation)',
-      '',
-      results.markdown_table(['stage', 'status', 'wall time'], timing_rows),
-      '',
-  ]
-  files.write_atomically(paths.report, '\n'.join(lines).encode())
-
-
-def own_song_commands(paths: DemoPaths) -> list[str]:
-  """How to separate a user's song: with the packaged pretrained model, and with the model this demo trained."""
-  return ['.venv/bin/diffvox separate my_song.mp3 --out separated    # the pretrained model shipped in the package',
-          f'.venv/bin/diffvox separate my_song.mp3 --checkpoint {paths.run} --out separated    # this demo\'s model']
-
-
 def _stage(title: str, command: str | None = None) -> None:
   print(f'\n== {title}', flush=True)
   if command:
@@ -387,40 +310,10 @@ def run_demo(out: str | pathlib.Path, *, config_name: str = DEMO_CONFIG, overrid
   make_figures(paths, tracks[0], outputs[0])
   timings['score and report'] = time.perf_counter() - start
   result = DemoResult(paths, songs, median, timings, reused, commands)
-  write_report(result, config, config_name, num_songs)
+  demo_report.write_report(result, config, config_name, num_songs, evaluate_command(paths))
   for song in songs:
     print(f'   {song["song"]}: uSDR {song["usdr"]["model"]:.2f} dB (mixture {song["usdr"]["mixture"]:.2f}, '
           f'oracle IRM {song["usdr"]["oracle_irm"]:.2f})')
   print(f'   median margin over the mixture: {median["margin_over_mixture"]:+.2f} dB; report: {paths.report}')
-  print('\nYour own song, in one line:\n   ' + '\n   '.join(own_song_commands(paths)))
+  print('\nYour own song, in one line:\n   ' + '\n   '.join(demo_report.own_song_commands(paths.run)))
   return result
-
-
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-  flags.DEFINE_string('out', 'demo_out', 'output folder (dataset, run, separated audio, figures, report).')
-  flags.DEFINE_string('config', DEMO_CONFIG, 'config name (configs/) or path.')
-  flags.DEFINE_multi_string('override', [], 'config override `section.field=value` (repeatable).')
-  flags.DEFINE_integer('num-songs', NUM_SONGS, 'synthetic songs to render (the last tenth are held out).')
-  flags.DEFINE_float('max-seconds', None, 'cap on each song\'s length (default: full 20-35 s songs).')
-  flags.DEFINE_integer('seed', 0, 'separation seed.')
-
-
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  request_host_devices()
-  logging.set_verbosity(logging.WARNING)  # progress bars and stage lines, not every checkpoint write
-  try:
-    run_demo(FLAGS.out, config_name=FLAGS.config, overrides=FLAGS.override, num_songs=FLAGS['num-songs'].value,
-             max_seconds=FLAGS['max-seconds'].value, seed=FLAGS.seed)
-  except (ValueError, OSError, loop.TrainingDiverged) as error:
-    print(f'demo: {error}', file=sys.stderr)
-    raise SystemExit(1) from error
-
-
-if __name__ == '__main__':
-  define_flags()
-  app.run(main)

@@ -415,27 +415,6 @@ def compiled_sampler(network: Network, settings: SamplerSettings) -> Callable:
   """`jit(sample)` for one network and setting: `fn(params, mixture, rng, initial=None, *, return_samples=False)`.
 
   Cached on (network, settings): a `Network` compares by the identity of its functions, so build it once per
-  model (e.g. `separate.network_for_config`).
+  model (e.g. `inference.network_for_config`).
   """
   return jax.jit(functools.partial(sample, network, settings), static_argnames=('return_samples',))
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled_step(network: Network, settings: SamplerSettings, length: int) -> Callable:
-  return jax.jit(functools.partial(solver_step, network, settings, settings.noise_gain(length)))
-
-
-def sample_with_python_loop(network: Network, settings: SamplerSettings, params: Params, mixture: jax.Array,
-                            rng: jax.Array, initial: jax.Array | None = None, *, return_samples: bool = False):
-  """`sample` with the steps driven by a Python loop over a jitted `solver_step` (one dispatch per step).
-
-  Same arguments and result as `sample`; it exists as the reference and baseline for the `lax.scan` version
-  (tests and `tools/bench_sampler.py`), not for production use.
-  """
-  prepared = jax.jit(functools.partial(prepare, network, settings))(params, mixture, rng, initial)
-  step = _compiled_step(network, settings, mixture.shape[1])
-  carry = (prepared.x, jnp.zeros_like(prepared.x))
-  for index in range(settings.steps):
-    coefficients = StepCoefficients(*(c[index] for c in prepared.coefficients))
-    carry = step(params, prepared.features, prepared.keys, carry, jnp.asarray(index), coefficients)
-  return finish(settings, carry[0], return_samples, prepared.offset)

@@ -19,7 +19,6 @@ batch size.
 
 import contextlib
 import dataclasses
-import functools
 import itertools
 import os
 import pathlib
@@ -30,17 +29,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import soundfile as sf
-import soxr
 from tqdm import tqdm
 
-from diffvox_jax import audio, sampler
+from diffvox_jax import audio, inference, sampler
 from diffvox_jax import config as config_lib
 from diffvox_jax.chunking import ChunkPlan, OverlapAdd, chunk_plan, cut_chunks
-from diffvox_jax.models import build_model
-
-# The packaged pretrained model that `--checkpoint` falls back to, relative to this package (`tools/train_pretrained.py`
-# makes it; its MODEL_CARD.md says how and what it reaches).
-DEFAULT_CHECKPOINT = 'pretrained/mask_baseline_16k'
 
 # (mixture (batch, chunk, channels), keys (batch,), initial (batch, chunk, channels) | None) -> vocals, same shape.
 SampleBatch = Callable[[np.ndarray, jax.Array, np.ndarray | None], np.ndarray | jax.Array]
@@ -48,42 +41,6 @@ SampleBatch = Callable[[np.ndarray, jax.Array, np.ndarray | None], np.ndarray | 
 
 class SeparationError(ValueError):
   """A track that could not be separated; the message is one line naming the file."""
-
-
-def packaged_models() -> list[str]:
-  """Names of the models shipped in the package (`diffvox separate --checkpoint NAME` loads them)."""
-  folder = pathlib.Path(__file__).resolve().parent / 'pretrained'
-  return sorted(p.name for p in folder.iterdir() if (p / 'config.json').is_file()) if folder.is_dir() else []
-
-
-def resolve_checkpoint(name_or_path: str | None) -> pathlib.Path:
-  """The default model for None; an existing path as is; else a packaged model of that name; else the path (whose
-  loading then fails with a message naming it)."""
-  if not name_or_path:
-    return default_checkpoint()
-  path = pathlib.Path(name_or_path).expanduser()
-  if not path.exists() and name_or_path in packaged_models():
-    return pathlib.Path(__file__).resolve().parent / 'pretrained' / name_or_path
-  return path
-
-
-def default_checkpoint() -> pathlib.Path:
-  """The packaged pretrained model's folder; a `SeparationError` when this installation lacks it."""
-  folder = pathlib.Path(__file__).resolve().parent / DEFAULT_CHECKPOINT
-  if not (folder / 'config.json').is_file():
-    raise SeparationError(f'{folder}: the packaged pretrained model is missing from this installation: pass '
-                          '--checkpoint (a training workdir or an exported model folder)')
-  return folder
-
-
-@functools.lru_cache(maxsize=8)
-def _network_for_config_json(config_json: str) -> sampler.Network:
-  return sampler.model_network(build_model(config_lib.from_json(config_json)))
-
-
-def network_for_config(config: ml_collections.ConfigDict) -> sampler.Network:
-  """The model's `sampler.Network`, one per distinct config, so `compiled_sampler`'s cache is reused."""
-  return _network_for_config_json(config_lib.to_json(config))
 
 
 def chunk_length(config: ml_collections.ConfigDict, seconds: float) -> int:
@@ -139,7 +96,7 @@ class Separator:
       chunk, overlap, batch_size: override `config.sampler.chunk`, `.overlap`, `.batch_size`.
     """
     settings = settings or sampler.SamplerSettings.from_config(config)
-    run = sampler.compiled_sampler(network_for_config(config), settings)
+    run = sampler.compiled_sampler(inference.network_for_config(config), settings)
     params = jax.device_put(params)
 
     def sample_batch(mixture, keys, initial=None):
@@ -252,55 +209,6 @@ def separate_array(config: ml_collections.ConfigDict, params, mixture: np.ndarra
   return Separator.for_model(config, params, settings).separate_array(mixture, config.data.sample_rate, rng)
 
 
-def input_format(path: pathlib.Path) -> tuple[int, int]:
-  """(sample_rate, channels) of an audio file: from the header where soundfile reads it, else by decoding."""
-  try:
-    info = sf.info(str(path))
-    return info.samplerate, info.channels
-  except sf.LibsndfileError:
-    decoded, rate = audio.read_audio(path)  # formats only ffmpeg decodes (m4a, mp4, ...); errors name the file.
-    return rate, decoded.shape[1]
-
-
-class _ToInputFormat:
-  """Converts a stream of model-rate blocks back to the input's rate and channels, `frames` samples in all."""
-
-  def __init__(self, model_rate: int, model_channels: int, rate: int, channels: int, frames: int):
-    self._stream = None
-    if rate != model_rate:
-      self._stream = soxr.ResampleStream(model_rate, rate, model_channels, dtype='float32',
-                                         quality=audio.RESAMPLE_QUALITY)
-    self._channels = channels
-    self._remaining = frames
-
-  def convert(self, block: np.ndarray, last: bool) -> np.ndarray:
-    if self._stream is not None:
-      block = self._stream.resample_chunk(block, last=last)
-    block = audio.convert_channels(block, self._channels)[:self._remaining]
-    if last and len(block) < self._remaining:  # resampling can round one sample short of the input's length.
-      block = np.concatenate([block, np.zeros((self._remaining - len(block), self._channels), np.float32)])
-    self._remaining -= len(block)
-    return block
-
-
-class _SampleQueue:
-  """Hands out the samples of a chunk iterator in arbitrary amounts, in order."""
-
-  def __init__(self, chunks: Iterable[np.ndarray]):
-    self._chunks = iter(chunks)
-    self._buffer: list[np.ndarray] = []
-    self._buffered = 0
-
-  def take(self, count: int) -> np.ndarray:
-    while self._buffered < count:
-      chunk = next(self._chunks)
-      self._buffer.append(chunk)
-      self._buffered += len(chunk)
-    joined = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-    self._buffer, self._buffered = [joined[count:]], len(joined) - count
-    return joined[:count]
-
-
 STEMS = ('vocals', 'instrumental')
 FILENAME_TEMPLATE = '{track}/{stem}.{ext}'
 
@@ -361,7 +269,7 @@ def separate_file(separator: Separator, path: str | os.PathLike, destinations: d
   path = pathlib.Path(path)
   if not destinations or set(destinations) - set(STEMS):
     raise ValueError(f'destinations must name some of {STEMS}, got {sorted(destinations)}')
-  rate, channels = input_format(path)
+  rate, channels = audio.file_format(path)
   frames = audio.audio_length(path, rate)
   plan = separator.plan(audio.audio_length(path, separator.sample_rate))
   mixture_chunks = audio.iter_chunks(path, separator.sample_rate, separator.channels, plan)
@@ -375,8 +283,8 @@ def separate_file(separator: Separator, path: str | os.PathLike, destinations: d
   # The input itself, at its own rate and channels, for the instrumental (read in blocks alongside).
   original = None
   if 'instrumental' in destinations:
-    original = _SampleQueue(audio.iter_chunks(path, rate, channels, chunk_plan(frames, audio.READ_BLOCK, 0.0)))
-  to_input = _ToInputFormat(separator.sample_rate, separator.channels, rate, channels, frames)
+    original = audio.SampleQueue(audio.iter_chunks(path, rate, channels, chunk_plan(frames, audio.READ_BLOCK, 0.0)))
+  to_input = audio.StreamConverter(separator.sample_rate, separator.channels, rate, channels, frames)
   created = _make_folders(destinations.values())
   bar = tqdm(total=plan.num_chunks, desc=path.name, unit='chunk', disable=None if progress else True,
              leave=False)

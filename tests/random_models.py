@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from diffvox_jax import config as config_lib
 from diffvox_jax import files, inference
 from diffvox_jax.models import build_model
 
@@ -25,6 +26,8 @@ EVAL_MINI = MINI_MODEL + (
     'sampler.batch_size=4', 'sampler.eta=0.4', 'sampler.cutoff_hz=1000.0', 'eval.dataset="mir1k"',
     'eval.split="validation"', 'eval.runs=2')
 EVAL_CLIPS = ('Ani_1_01', 'Ani_2_01')
+
+N_FFT, HOP = 256, 64  # the spectral tests' STFT
 
 
 def param_shapes(config: ml_collections.ConfigDict):
@@ -45,6 +48,18 @@ def write_random_checkpoint(folder: pathlib.Path, config: ml_collections.ConfigD
 
 def write_eval_mini(folder: pathlib.Path) -> pathlib.Path:
   """An exported `EVAL_MINI` model with random parameters."""
-  from diffvox_jax.config import load_config
+  return write_random_checkpoint(folder, config_lib.load_config('cpu_tiny', EVAL_MINI))
 
-  return write_random_checkpoint(folder, load_config('cpu_tiny', EVAL_MINI))
+
+def tiny_spectral(kind: str, **overrides) -> ml_collections.ConfigDict:
+  """`mir1k_<kind>` ('mask' or 'spectral') shrunk to a 256/64 STFT, width 16, one layer, 1024-sample crops;
+  `overrides` as `{'section.field': value}`."""
+  config = config_lib.load_config(f'mir1k_{kind}')
+  config.model.spectral.n_fft, config.model.spectral.hop = N_FFT, HOP
+  config.model.spectral.hidden = config.model.spectral.generator_hidden = 16
+  config.model.spectral.layers = config.model.spectral.generator_layers = 1
+  config.data.segment, config.train.batch_size = 1024, 4
+  config.optim.warmup_steps = 1
+  for key, value in overrides.items():
+    config[key.split('.')[0]][key.split('.')[1]] = value
+  return config

@@ -14,7 +14,7 @@ import random_models
 import soundfile as sf
 from absl import flags
 
-from diffvox_jax import api, cli
+from diffvox_jax import api, cli, demo
 from diffvox_jax.config import load_config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -86,6 +86,23 @@ def test_short_help_exits_zero(env, tmp_path):
   assert result.stdout.startswith('usage: diffvox separate [flags] INPUT...') and not result.stderr
 
 
+def test_demo_passes_its_config_name_and_overrides_to_the_demo(monkeypatch, tmp_path):
+  calls = []
+  monkeypatch.setattr(demo, 'run_demo', lambda out, **choices: calls.append((out, choices)))
+  monkeypatch.setattr(demo, 'request_host_devices', lambda: None)
+  before = set(flags.FLAGS)
+  try:
+    with pytest.raises(SystemExit) as exit_status:
+      cli.main(['diffvox', 'demo', '--out', str(tmp_path / 'o'), '--num-songs', '6', '--max-seconds', '8',
+                '--config.train.num_steps=20', '--config.model.factors=(2, 2)'])
+  finally:
+    for name in set(flags.FLAGS) - before:
+      delattr(flags.FLAGS, name)
+  assert exit_status.value.code in (None, 0)
+  assert calls == [(str(tmp_path / 'o'), {'config_name': 'demo', 'num_songs': 6, 'max_seconds': 8.0, 'seed': 0,
+                                          'overrides': ['train.num_steps=20', 'model.factors=(2, 2)']})]
+
+
 # --- mistakes are one line, exit status 2 -----------------------------------------------------------------------
 
 
@@ -96,6 +113,8 @@ def test_short_help_exits_zero(env, tmp_path):
     (('separate', 'x.wav', '--filename', '{track}.{ext}'), '--filename: filename template'),
     (('separate', 'x.wav', '-n', 'no_such_model'), '--model no_such_model: no such packaged model'),
     (('separate', 'x.wav', '--nosuchflag'), 'Unknown command line flag'),
+    (('demo', '--config.train.num_stepz=3'), '--config.train.num_stepz: no such config field'),
+    (('demo', '--num-songs', '2'), 'flag --num-songs=2: 2 is not greater than or equal to 3'),
 ])
 def test_command_line_mistakes_are_one_line(args, fragment, env, tmp_path):
   (tmp_path / 'x.wav').write_bytes(b'')

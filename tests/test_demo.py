@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import random_models
 
-from diffvox_jax import audio, baselines, demo, diffusion, files, inference, metrics, plots, sampler
+from diffvox_jax import audio, baselines, demo, demo_report, diffusion, files, inference, metrics, plots, sampler
 from diffvox_jax.config import load_config
 from diffvox_jax.models import build_model
 from diffvox_jax.train import loop
@@ -74,7 +74,7 @@ def test_demo_writes_every_promised_output(demo_run):
   assert f'{result.median["margin_over_mixture"]:+.2f} dB' in report
   for command in result.commands.values():
     assert command in report
-  for command in demo.own_song_commands(paths):
+  for command in [*demo_report.own_song_commands(paths.run), demo.evaluate_command(paths)]:
     assert command in report
   assert result.commands['train'].startswith('diffvox train --config demo --workdir ')
   assert '--config.train.num_steps=3' in result.commands['train']

@@ -19,27 +19,27 @@ MAX_BYTES = 30 * 2**20
 # A synthetic song none of the packaged models heard (the demo model trained on seeds 0 .. 95, the MIR-1K models
 # on no synthetic song at all).
 UNSEEN_SEED = 5000
-PACKAGED = separate.packaged_models()
+PACKAGED = inference.packaged_models()
 
 
 @pytest.fixture(scope='module')
 def packaged():
   """(folder, config, params) of the packaged model."""
-  folder = separate.default_checkpoint()
+  folder = inference.default_checkpoint()
   config, params = inference.load_for_inference(folder)
   return folder, config, params
 
 
 def test_the_package_ships_the_default_and_the_earlier_models():
   assert {'mask_baseline_16k', 'diffdmx_spectral_16k', 'diffdmx_demo_8k'} <= set(PACKAGED)
-  assert separate.default_checkpoint().name == 'mask_baseline_16k'
-  assert separate.resolve_checkpoint('diffdmx_demo_8k') == separate.default_checkpoint().parent / 'diffdmx_demo_8k'
-  assert separate.resolve_checkpoint('no/such/folder') == pathlib.Path('no/such/folder')  # fails later, naming it
+  assert inference.default_checkpoint().name == 'mask_baseline_16k'
+  assert inference.resolve_checkpoint('diffdmx_demo_8k') == inference.default_checkpoint().parent / 'diffdmx_demo_8k'
+  assert inference.resolve_checkpoint('no/such/folder') == pathlib.Path('no/such/folder')  # fails later, naming it
 
 
 @pytest.mark.parametrize('name', PACKAGED)
 def test_every_packaged_model_is_small_and_complete(name):
-  folder = separate.resolve_checkpoint(name)
+  folder = inference.resolve_checkpoint(name)
   assert folder.parent == pathlib.Path(separate.__file__).parent / 'pretrained'
   for file in ('config.json', inference.PARAMS_FILE, 'MODEL_CARD.md'):
     assert (folder / file).is_file(), file
@@ -48,7 +48,7 @@ def test_every_packaged_model_is_small_and_complete(name):
 
 @pytest.mark.parametrize('name', PACKAGED)
 def test_the_packaged_parameters_fit_their_config(name):
-  config, params = inference.load_for_inference(separate.resolve_checkpoint(name))
+  config, params = inference.load_for_inference(inference.resolve_checkpoint(name))
   assert '/' not in config.data.data_dir.removeprefix('~/')  # no machine paths shipped
   expected = random_models.param_shapes(config)
   assert jax.tree.map(lambda leaf: leaf.shape, params) == jax.tree.map(lambda leaf: leaf.shape, expected)

@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
+from random_models import tiny_spectral
 from tensorboardX import SummaryWriter
 from tensorboardX.proto import event_pb2
-from test_spectral import _tiny
 
 from diffvox_jax import inference, metrics
 from diffvox_jax.data import pipeline
@@ -95,7 +95,7 @@ def _events(folder):
 
 
 def test_validation_separation_writes_audio_spectrograms_usdr_and_keeps_the_best(tmp_path):
-  config = _tiny('spectral', **{'sampler.steps': 2, 'sampler.num_samples': 1})
+  config = tiny_spectral('spectral', **{'sampler.steps': 2, 'sampler.num_samples': 1})
   model = build_model(config)
   params = jax.jit(lambda rng: state_lib.create_train_state(model, config, rng))(jax.random.key(0)).params
   rng = np.random.default_rng(0)

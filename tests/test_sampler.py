@@ -1,6 +1,9 @@
 """The sampler against independent references: an oracle v-function, a float64 numpy DDIM loop, scipy's
 Butterworth response; plus PRNG discipline, the scan/loop equivalence, refinement, ensembles and caching."""
 
+import pathlib
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +13,9 @@ from scipy import signal
 from diffvox_jax import noise, sampler
 from diffvox_jax.config import load_config
 from diffvox_jax.sampler import Network, SamplerSettings
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / 'tools'))
+import bench_sampler  # noqa: E402  (the Python-loop sampler, the reference for the scan)
 
 RATE = 8000
 BATCH, LENGTH, CHANNELS = 2, 256, 2
@@ -322,7 +328,7 @@ def test_scan_equals_python_loop(method):
   settings = _settings(steps=8, method=method, eta=0.5, cutoff_hz=1000.0, num_samples=2)
   rng = jax.random.key(3)
   scanned = sampler.compiled_sampler(_linear_network(), settings)(params, mixture, rng)
-  looped = sampler.sample_with_python_loop(_linear_network(), settings, params, mixture, rng)
+  looped = bench_sampler.sample_with_python_loop(_linear_network(), settings, params, mixture, rng)
   np.testing.assert_allclose(scanned, looped, rtol=1e-5, atol=1e-5)
 
 

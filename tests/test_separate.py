@@ -232,7 +232,7 @@ def test_chunk_length_rounds_to_the_down_sampling():
 
 
 def test_a_missing_packaged_model_is_a_one_line_error(monkeypatch):
-  monkeypatch.setattr(separate, 'DEFAULT_CHECKPOINT', 'pretrained/no_such_model')
-  with pytest.raises(separate.SeparationError, match='no_such_model: .*--checkpoint') as error:
-    separate.default_checkpoint()
+  monkeypatch.setattr(inference, 'DEFAULT_MODEL', 'no_such_model')
+  with pytest.raises(inference.CheckpointError, match='no_such_model: .*--checkpoint') as error:
+    inference.default_checkpoint()
   assert '\n' not in str(error.value)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from random_models import HOP, N_FFT, tiny_spectral
 from scipy import signal
 
 from diffvox_jax import diffusion, files, inference, sampler
@@ -17,23 +18,9 @@ from diffvox_jax.train import loop
 from diffvox_jax.train import state as state_lib
 from diffvox_jax.train import step as step_lib
 
-N_FFT, HOP = 256, 64
-
 
 def _audio(batch=2, time=2048, channels=2, seed=0):
   return jnp.asarray(np.random.default_rng(seed).normal(0, 0.3, (batch, time, channels)), jnp.float32)
-
-
-def _tiny(kind: str, **overrides):
-  config = load_config(f'mir1k_{kind}')
-  config.model.spectral.n_fft, config.model.spectral.hop = N_FFT, HOP
-  config.model.spectral.hidden = config.model.spectral.generator_hidden = 16
-  config.model.spectral.layers = config.model.spectral.generator_layers = 1
-  config.data.segment, config.train.batch_size = 1024, 4
-  config.optim.warmup_steps = 1
-  for key, value in overrides.items():
-    config[key.split('.')[0]][key.split('.')[1]] = value
-  return config
 
 
 def test_stft_matches_scipy_and_inverts_exactly():
@@ -50,7 +37,7 @@ def test_stft_matches_scipy_and_inverts_exactly():
 
 
 def test_mask_baseline_with_a_full_mask_returns_the_mixture():
-  config = _tiny('mask', **{'data.channels': 2})  # stereo: channels share the network, each has its own mask.
+  config = tiny_spectral('mask', **{'data.channels': 2})  # stereo: channels share the network, each has its own mask.
   model = build_model(config)
   mixture = _audio(time=1024)
   params = model.init(jax.random.key(0), mixture, jnp.ones((2,)), mixture)['params']
@@ -65,7 +52,7 @@ def test_mask_baseline_with_a_full_mask_returns_the_mixture():
 
 @pytest.mark.parametrize('kind', ['mask', 'spectral'])
 def test_a_few_train_steps_on_one_batch_lower_the_loss(kind):
-  config = _tiny(kind, **{'optim.peak_lr': 1e-2})
+  config = tiny_spectral(kind, **{'optim.peak_lr': 1e-2})
   model = build_model(config)
   state = jax.jit(lambda rng: state_lib.create_train_state(model, config, rng))(jax.random.key(0))
   train_step = jax.jit(step_lib.make_train_step(model, config))
@@ -82,7 +69,7 @@ def test_a_few_train_steps_on_one_batch_lower_the_loss(kind):
 
 
 def test_dropout_between_blstm_layers_acts_in_training_only():
-  config = _tiny('mask', **{'data.channels': 2})
+  config = tiny_spectral('mask', **{'data.channels': 2})
   config.model.spectral.layers = 2
   model = build_model(config)
   mixture = _audio(time=1024)
@@ -98,7 +85,8 @@ def test_dropout_between_blstm_layers_acts_in_training_only():
   np.testing.assert_allclose(plain(params, batch, rng, train=True)[0], plain(params, batch, rng)[0], rtol=1e-6)
   trained = [float(dropped(params, batch, jax.random.key(seed), train=True)[0]) for seed in (3, 4)]
   assert trained[0] != trained[1] and abs(trained[0] - float(plain(params, batch, rng)[0])) > 1e-6
-  assert dropped_model.apply({'params': params}, mixture, method='condition').reconstruction_estimate.shape == (2, 1024, 2)
+  estimate = dropped_model.apply({'params': params}, mixture, method='condition').reconstruction_estimate
+  assert estimate.shape == (2, 1024, 2)
   with pytest.raises(ConfigError, match='model.spectral.dropout'):
     load_config('mir1k_mask', ['--config.model.spectral.dropout=1.0'])
 
@@ -106,7 +94,7 @@ def test_dropout_between_blstm_layers_acts_in_training_only():
 def test_the_generators_coefficients_set_its_x0_estimate():
   """With the head fixed to a = 0, b = 1 (x0_hat = istft(1 * M) = the mixture), Eq. 5 on its v gives the mixture
   back at every sigma above the floor; with a = 1, b = 0 it gives x_sigma itself (no residual on the mask)."""
-  config = _tiny('spectral')
+  config = tiny_spectral('spectral')
   config.model.spectral.residual = False
   model = build_model(config)
   x, mixture = _audio(time=1024, channels=1), _audio(time=1024, channels=1, seed=1)
@@ -126,7 +114,7 @@ def test_the_generators_coefficients_set_its_x0_estimate():
 
 
 def test_the_residual_generator_starts_as_the_direct_estimate_and_leaves_the_conditioner_to_l_rec():
-  config = _tiny('spectral')
+  config = tiny_spectral('spectral')
   config.model.spectral.residual = True
   model = build_model(config)
   x, mixture = _audio(batch=3, time=1024, channels=1), _audio(batch=3, time=1024, channels=1, seed=1)
@@ -148,7 +136,7 @@ def test_the_residual_generator_starts_as_the_direct_estimate_and_leaves_the_con
 def test_residual_diffusion_samples_a_correction_added_to_the_direct_estimate():
   """diffusion.target='residual': with the generator's head at zero the sampled residual is 0, so the sampler
   returns the direct estimate; the train step's v target is that of vocals minus the direct estimate."""
-  config = _tiny('spectral', **{'sampler.steps': 3, 'sampler.num_samples': 2})
+  config = tiny_spectral('spectral', **{'sampler.steps': 3, 'sampler.num_samples': 2})
   assert config.diffusion.target == 'residual' and not config.model.spectral.residual
   model = build_model(config)
   mixture = _audio(batch=2, time=1024, channels=1, seed=1)
@@ -213,18 +201,18 @@ def _export(folder, config, params):
 
 
 def test_a_frozen_conditioner_from_a_trained_mask_model_stays_fixed_while_the_generator_learns(tmp_path):
-  baseline_config = _tiny('mask')
+  baseline_config = tiny_spectral('mask')
   baseline = build_model(baseline_config)
   mixture = _audio(batch=4, time=1024, channels=1)
   baseline_params = baseline.init(jax.random.key(5), mixture, jnp.ones((4,)), mixture)['params']
   _export(tmp_path / 'baseline', baseline_config, jax.device_get(baseline_params))
 
-  config = _tiny('refiner', **{'optim.peak_lr': 1e-2, 'optim.weight_decay': 0.1})
+  config = tiny_spectral('refiner', **{'optim.peak_lr': 1e-2, 'optim.weight_decay': 0.1})
   config.model.spectral.conditioner_from = str(tmp_path / 'baseline')
   config = validate(config)
   model = build_model(config)
   state = jax.jit(lambda rng: state_lib.create_train_state(model, config, rng))(jax.random.key(0))
-  source_config, conditioner = loop.pretrained_conditioner(str(tmp_path / 'baseline'))
+  source_config, conditioner = inference.pretrained_conditioner(str(tmp_path / 'baseline'))
   loop.check_conditioner_units(config, source_config, 'baseline')
   state = state_lib.with_conditioner(state, conditioner, 'baseline')
   train_step = jax.jit(step_lib.make_train_step(model, config))
@@ -248,8 +236,26 @@ def test_a_frozen_conditioner_from_a_trained_mask_model_stays_fixed_while_the_ge
     loop.check_conditioner_units(config, source_config, 'baseline')
 
 
+def test_a_mask_model_from_a_trained_one_starts_as_that_model(tmp_path):
+  source_config = tiny_spectral('mask', **{'data.channels': 1})
+  mixture = _audio(batch=1, time=1024, channels=1)
+  model = build_model(source_config)
+  source_params = model.init(jax.random.key(5), mixture, jnp.ones((1,)), mixture)['params']
+  _export(tmp_path / 'source', source_config, jax.device_get(source_params))
+  config = tiny_spectral('mask', **{'data.channels': 1})
+  state = state_lib.create_train_state(model, config, jax.random.key(0))
+  assert loop.initialised_from_source(state, config) is state  # no source: the random initialisation.
+  config.model.spectral.conditioner_from = str(tmp_path / 'source')
+  tuned = loop.initialised_from_source(state, validate(config))
+  for tree in (tuned.params, tuned.ema_params):
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(tree), jax.device_get(source_params))
+  with pytest.raises(ConfigError, match='would train nothing'):
+    load_config('mir1k_mask', [f'--config.model.spectral.conditioner_from={tmp_path / "source"}',
+                               '--config.model.spectral.freeze_conditioner=True'])
+
+
 def test_the_generator_that_sees_the_mixture_reads_its_spectrum_and_the_mask():
-  config = _tiny('spectral')
+  config = tiny_spectral('spectral')
   config.model.spectral.residual = False
   x, mixture = _audio(batch=1, time=1024, channels=1), _audio(batch=1, time=1024, channels=1, seed=1)
   shapes = {}
@@ -263,7 +269,7 @@ def test_the_generator_that_sees_the_mixture_reads_its_spectrum_and_the_mask():
 def test_a_frozen_conditioner_needs_a_source_that_matches():
   with pytest.raises(ConfigError, match='conditioner_from'):
     load_config('mir1k_refiner', ['--config.model.spectral.conditioner_from='])
-  config = _tiny('refiner')
+  config = tiny_spectral('refiner')
   model = build_model(config)
   state = jax.eval_shape(lambda rng: state_lib.create_train_state(model, config, rng), jax.random.key(0))
   wrong = jax.tree.map(lambda leaf: np.zeros(leaf.shape[:-1] + (leaf.shape[-1] + 1,)), state.params['conditioner'])

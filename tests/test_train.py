@@ -9,13 +9,23 @@ import json
 import math
 import os
 import signal
-from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from stand_ins import (
+  BATCH,
+  CHANNELS,
+  SEGMENT,
+  StandInConditioning,
+  StandInModel,
+  StandInStream,
+  compiled_functions,
+  run_steps,
+  tiny_config,
+)
 
 from diffvox_jax import config as config_lib
 from diffvox_jax import inference
@@ -23,79 +33,17 @@ from diffvox_jax.models import build_model
 from diffvox_jax.train import checkpoint, loop, optimizer, parallel, step
 from diffvox_jax.train import state as state_lib
 
-SEGMENT, BATCH, CHANNELS = 256, 4, 2
-
-
-class StandInConditioning(NamedTuple):
-  features: tuple
-  latent_estimate: jax.Array
-  reconstruction_estimate: jax.Array
-
-
-class StandInModel(nn.Module):
-  """Two convolutions with a sigma-dependent scale: enough to have gradients through every argument."""
-
-  @nn.compact
-  def __call__(self, x_sigma, sigma, mixture):
-    hidden = nn.Conv(8, (3,))(jnp.concatenate([x_sigma, mixture], axis=-1))
-    hidden = nn.silu(hidden * (1.0 + nn.Dense(8)(sigma[:, None, None])))
-    latent = nn.Conv(CHANNELS, (1,), name='latent_head')(mixture)
-    return nn.Conv(CHANNELS, (3,))(hidden), StandInConditioning((), latent, nn.Conv(CHANNELS, (1,))(hidden))
-
-
-class StandInStream:
-  """Deterministic batches `{'vocals', 'accompaniment', 'mixture'}` `(batch, segment, 2)`, batch i of `host`
-  from seed (host, i), with a checkpointable position; `nan_at` poisons that batch index."""
-
-  def __init__(self, batch: int = BATCH, nan_at: int | None = None, host: int = 0):
-    self.index, self.batch, self.nan_at, self.host = 0, batch, nan_at, host
-
-  def __next__(self):
-    generator = np.random.default_rng([self.host, self.index])
-    vocals = 0.3 * generator.standard_normal((self.batch, SEGMENT, CHANNELS)).astype(np.float32)
-    accompaniment = 0.3 * generator.standard_normal((self.batch, SEGMENT, CHANNELS)).astype(np.float32)
-    if self.index == self.nan_at:
-      vocals[0, 0, 0] = np.nan
-    self.index += 1
-    return {'vocals': vocals, 'accompaniment': accompaniment, 'mixture': vocals + accompaniment}
-
-  def get_state(self):
-    return {'index': self.index}
-
-  def set_state(self, state):
-    self.index = state['index']
-
-
-def tiny_config(*overrides: str):
-  return config_lib.load_config('cpu_tiny', (
-      f'data.segment={SEGMENT}', f'train.batch_size={BATCH}', 'optim.warmup_steps=2', 'train.num_steps=8',
-      'train.eval_every=0', 'train.log_every=1', 'train.checkpoint_every=2', 'train.keep_checkpoints=10',
-      'train.ema_decay=0.9', 'train.eval_audio_clips=0') + overrides)  # the stand-in model cannot sample.
-
-
-@functools.cache
-def compiled_functions(overrides: tuple[str, ...], devices: int):
-  """(config, mesh, jitted state init, jitted multi-step) shared by the tests that use the same settings."""
-  config, mesh = tiny_config(*overrides), parallel.make_mesh(jax.devices()[:devices])
-  return (config, mesh, parallel.make_state_initializer(StandInModel(), config, mesh),
-          parallel.make_parallel_train_step(StandInModel(), config, mesh))
-
-
-def run_steps(batches, devices: int = 2, steps_per_dispatch: int = 1, overrides: tuple[str, ...] = ()):
-  """Applies one optimizer step per batch, `steps_per_dispatch` per jitted call, with the keys of
-  `loop.train_and_evaluate`; returns (state, losses)."""
-  config, mesh, init, multi_step = compiled_functions(overrides, devices)
-  init_rng, train_rng, _ = loop.run_keys(config.seed)
-  state, losses = init(init_rng), []
-  for start in range(0, len(batches), steps_per_dispatch):
-    state, metrics = multi_step(state, parallel.stack_and_shard(batches[start:start + steps_per_dispatch], mesh),
-                                train_rng)
-    losses.extend(np.asarray(metrics['loss']))
-  return jax.device_get(state), np.array(losses)
-
 
 def assert_trees_close(a, b, **tolerances):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tolerances), a, b)
+
+
+def assert_same_training(state, losses, expected_state, expected_losses):
+  """Two runs over the same batches agree: losses, parameters, EMA and optimizer state (float32 tolerances)."""
+  np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+  assert_trees_close(state.params, expected_state.params, rtol=1e-5, atol=1e-6)
+  assert_trees_close(state.ema_params, expected_state.ema_params, rtol=1e-5, atol=1e-6)
+  assert_trees_close(state.opt_state, expected_state.opt_state, rtol=1e-4, atol=1e-9)
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
@@ -190,10 +138,7 @@ def test_two_devices_give_the_same_parameters_as_one_device():
   batches = [next(stream) for _ in range(4)]
   one, one_losses = run_steps(batches, devices=1)
   two, two_losses = run_steps(batches, devices=2)
-  np.testing.assert_allclose(two_losses, one_losses, rtol=1e-5)
-  assert_trees_close(two.params, one.params, rtol=1e-5, atol=1e-6)
-  assert_trees_close(two.ema_params, one.ema_params, rtol=1e-5, atol=1e-6)
-  assert_trees_close(two.opt_state, one.opt_state, rtol=1e-4, atol=1e-9)
+  assert_same_training(two, two_losses, one, one_losses)
   # The parameters did move (the comparison is not between two initial states).
   initial = compiled_functions((), 1)[2](loop.run_keys(0)[0])
   moved = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
@@ -206,9 +151,7 @@ def test_two_steps_per_dispatch_match_one_step_per_dispatch():
   batches = [next(stream) for _ in range(4)]
   single, single_losses = run_steps(batches, steps_per_dispatch=1)
   double, double_losses = run_steps(batches, steps_per_dispatch=2)
-  np.testing.assert_allclose(double_losses, single_losses, rtol=1e-5)
-  assert_trees_close(double.params, single.params, rtol=1e-5, atol=1e-6)
-  assert_trees_close(double.opt_state, single.opt_state, rtol=1e-4, atol=1e-9)
+  assert_same_training(double, double_losses, single, single_losses)
 
 
 class ScanStandIn(nn.Module):

@@ -107,7 +107,7 @@ jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 process_id, port, workdir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}', num_processes=2, process_id=process_id)
 sys.path.insert(0, sys.argv[4])
-from test_train import StandInModel, StandInStream, tiny_config
+from stand_ins import StandInModel, StandInStream, tiny_config
 from diffvox_jax.train import loop
 
 # Host i feeds examples i*2, i*2+1 of each global batch of 4 (see `global_batches` in the test).
@@ -306,7 +306,7 @@ def test_loss_decreases_when_overfitting_one_batch(tmp_path, overrides, compile_
 
 
 def test_two_hosts_train_and_checkpoint_like_one_host_with_two_devices(tmp_path, compile_cache):
-  from test_train import StandInStream, run_steps
+  from stand_ins import StandInStream, run_steps
 
   workdir, port = tmp_path / 'multi', str(20000 + os.getpid() % 20000)
   script = tmp_path / 'multi_host.py'

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import evaluate, inference, separate
+from diffvox_jax import evaluate, inference
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import bench_quality  # noqa: E402 (a sibling script)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   tracks = bench_quality.mir1k_dev(pathlib.Path(args.data), args.every)
   mixture_scores = [bench_quality.metrics.usdr(t.vocals, t.mixture) for t in tracks]
-  base_config, params = inference.load_for_inference(separate.resolve_checkpoint(args.checkpoint),
+  base_config, params = inference.load_for_inference(inference.resolve_checkpoint(args.checkpoint),
                                                             use_ema=not args.raw)
   fields = config_lib.load_config('base').sampler  # every sampler field, with its type (older configs lack some).
   rows = {}

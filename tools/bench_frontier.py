@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from diffvox_jax import evaluate, inference, metrics, sampler, separate
+from diffvox_jax import evaluate, inference, metrics, sampler
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import bench_quality  # noqa: E402 (a sibling script)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   every = QUICK_EVERY if args.quick else args.every
   nfes = [int(n) for n in args.nfe.split(',')] if args.nfe else list(QUICK_NFES if args.quick else NFES)
-  checkpoint = separate.resolve_checkpoint(args.checkpoint)
+  checkpoint = inference.resolve_checkpoint(args.checkpoint)
   base_config, params = inference.load_for_inference(checkpoint)
   tracks = bench_quality.mir1k_dev(pathlib.Path(args.data), every)
   start = time.perf_counter()

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from diffvox_jax import audio, baselines, evaluate, inference, metrics, separate
+from diffvox_jax import audio, baselines, evaluate, inference, metrics
 from diffvox_jax.data import layouts, pipeline
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   start = time.perf_counter()
   data = pathlib.Path(args.data)
-  checkpoint = separate.resolve_checkpoint(args.checkpoint)
+  checkpoint = inference.resolve_checkpoint(args.checkpoint)
   dev = mir1k_dev(data, args.every)
   sets = {'mir1k_dev': dev, 'musdb_sample': musdb_sample(data),
           'acappella_mix': acappella_mix(data, mir1k_dev(data), [float(s) for s in args.snrs.split(',')])}
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
       'oracle_irm': lambda track: baselines.oracle_irm(track.mixture, track.vocals),
       'sampler': model_estimate(checkpoint), 'direct': model_estimate(checkpoint, steps=0)}
   if args.baseline:
-    systems['baseline'] = model_estimate(separate.resolve_checkpoint(args.baseline))
+    systems['baseline'] = model_estimate(inference.resolve_checkpoint(args.baseline))
   table: dict[str, dict[str, dict]] = {}
   for set_name, tracks in sets.items():
     table[set_name] = {}

@@ -24,6 +24,7 @@ cond_once_speedup=X peak_rss_1min_mb=X peak_rss_10min_mb=X`.
 """
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import flax.serialization
 import jax
@@ -40,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import soundfile as sf
 
-from diffvox_jax import audio, files, inference, sampler, separate
+from diffvox_jax import audio, files, inference, sampler
 from diffvox_jax.chunking import chunk_plan, cut_chunks
 from diffvox_jax.config import load_config
 from diffvox_jax.models import build_model
@@ -95,13 +97,34 @@ def seconds_of(label: str, fn, *args, repeats: int = 1) -> float:
   return seconds
 
 
+@functools.lru_cache(maxsize=32)
+def _compiled_step(network: sampler.Network, settings: sampler.SamplerSettings, length: int) -> Callable:
+  return jax.jit(functools.partial(sampler.solver_step, network, settings, settings.noise_gain(length)))
+
+
+def sample_with_python_loop(network: sampler.Network, settings: sampler.SamplerSettings, params, mixture: jax.Array,
+                            rng: jax.Array, initial: jax.Array | None = None, *, return_samples: bool = False):
+  """`sample` with the steps driven by a Python loop over a jitted `solver_step` (one dispatch per step).
+
+  Same arguments and result as `sample`: the reference (tests/test_sampler.py) and the baseline of the `lax.scan`
+  version.
+  """
+  prepared = jax.jit(functools.partial(sampler.prepare, network, settings))(params, mixture, rng, initial)
+  step = _compiled_step(network, settings, mixture.shape[1])
+  carry = (prepared.x, jnp.zeros_like(prepared.x))
+  for index in range(settings.steps):
+    coefficients = sampler.StepCoefficients(*(c[index] for c in prepared.coefficients))
+    carry = step(params, prepared.features, prepared.keys, carry, jnp.asarray(index), coefficients)
+  return sampler.finish(settings, carry[0], return_samples, prepared.offset)
+
+
 def settings_for(config, steps: int) -> sampler.SamplerSettings:
   return sampler.SamplerSettings.from_config(config, steps=steps, eta=ETA, cutoff_hz=CUTOFF_HZ, sigma_start=1.0)
 
 
 def per_chunk_timings(config, params, chunks: np.ndarray, repeats: int) -> dict:
   """One conditioner pass and one generator evaluation on one chunk (batch 1), after warm-up."""
-  network = separate.network_for_config(config)
+  network = inference.network_for_config(config)
   one = jnp.asarray(chunks[:1])
   condition = jax.jit(network.condition)
   denoise = jax.jit(network.denoise)
@@ -115,7 +138,7 @@ def per_chunk_timings(config, params, chunks: np.ndarray, repeats: int) -> dict:
 
 def full_sampler_timings(config, params, chunks: np.ndarray) -> dict:
   """The compiled sampler on the whole excerpt (one batch) for each T: seconds and RTF."""
-  network = separate.network_for_config(config)
+  network = inference.network_for_config(config)
   mixture, rng = jnp.asarray(chunks), jax.random.key(0)
   result = {}
   for steps in STEPS:
@@ -128,11 +151,11 @@ def full_sampler_timings(config, params, chunks: np.ndarray) -> dict:
 
 def loop_and_conditioner_ratios(config, params, chunks: np.ndarray) -> dict:
   """Python loop vs lax.scan, and conditioner every step vs once, at T = COMPARE_STEPS on one chunk."""
-  network = separate.network_for_config(config)
+  network = inference.network_for_config(config)
   settings = settings_for(config, COMPARE_STEPS)
   mixture, rng = jnp.asarray(chunks[:1]), jax.random.key(0)
   scan = seconds_of('lax.scan sampler', sampler.compiled_sampler(network, settings), params, mixture, rng)
-  loop = seconds_of('python loop sampler', lambda *a: sampler.sample_with_python_loop(network, settings, *a),
+  loop = seconds_of('python loop sampler', lambda *a: sample_with_python_loop(network, settings, *a),
                     params, mixture, rng)
   # The conditioner inside every generator call: the mixture itself is what gets carried as "features". Passed
   # through an optimisation barrier together with the step's state, its input depends on the step for XLA, which

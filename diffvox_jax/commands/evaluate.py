@@ -19,7 +19,7 @@ import pathlib
 from absl import flags
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import evaluate, flag_groups, inference, separate
+from diffvox_jax import evaluate, flag_groups, inference
 from diffvox_jax.commands import common
 
 FLAGS = flags.FLAGS
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> None:
   if not FLAGS.checkpoint or not FLAGS.out:
     common.fail('--checkpoint and --out are required')
   try:
-    config, params = inference.load_for_inference(separate.resolve_checkpoint(FLAGS.checkpoint),
+    config, params = inference.load_for_inference(inference.resolve_checkpoint(FLAGS.checkpoint),
                                                        use_ema=FLAGS.ema)
     if FLAGS.seed is not None:
       config.seed = FLAGS.seed

@@ -11,7 +11,7 @@ the weights says how it was trained and what it scores).
 import json
 import pathlib
 
-from diffvox_jax import separate
+from diffvox_jax import inference
 from diffvox_jax.commands import common
 
 
@@ -33,11 +33,11 @@ def describe(folder: pathlib.Path) -> dict:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     common.fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  default = separate.default_checkpoint().name
-  names = sorted(separate.packaged_models(), key=lambda name: (name != default, name))
+  default = inference.default_checkpoint().name
+  names = sorted(inference.packaged_models(), key=lambda name: (name != default, name))
   print(f'  {"name":<24} {"kind":<9} {"rate":>6} {"ch":>2} {"MB":>5}  model card')
   for name in names:
-    row = describe(separate.resolve_checkpoint(name))
+    row = describe(inference.resolve_checkpoint(name))
     mark = '*' if name == default else ' '
     print(f'{mark} {row["name"]:<24} {row["kind"]:<9} {row["rate"]:>6} {row["channels"]:>2} '
           f'{row["megabytes"]:>5.1f}  {row["title"]}')

@@ -21,7 +21,7 @@ import jax
 from absl import flags
 from tqdm import tqdm
 
-from diffvox_jax import api, audio, flag_groups, separate
+from diffvox_jax import api, audio, flag_groups, inference, separate
 from diffvox_jax.commands import common
 
 FLAGS = flags.FLAGS
@@ -109,9 +109,9 @@ def check_output_folder(out: pathlib.Path) -> None:
 def model_name_or_path() -> str | None:
   if FLAGS.model and FLAGS.checkpoint:
     common.fail('give -n/--model (a packaged model) or --checkpoint (a path), not both')
-  if FLAGS.model and FLAGS.model not in separate.packaged_models():
+  if FLAGS.model and FLAGS.model not in inference.packaged_models():
     common.fail(f'--model {FLAGS.model}: no such packaged model (diffvox models lists them: '
-                f'{", ".join(separate.packaged_models())})')
+                f'{", ".join(inference.packaged_models())})')
   if FLAGS.checkpoint and not pathlib.Path(FLAGS.checkpoint).expanduser().exists():
     common.fail(f'--checkpoint {FLAGS.checkpoint}: no such file or folder')
   return FLAGS.model or FLAGS.checkpoint

@@ -17,7 +17,7 @@ import abc
 import dataclasses
 import json
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import tensorflow_datasets as tfds
 import tqdm
@@ -109,44 +109,44 @@ class _LocalAudioBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
       written += entry.num_records
 
 
-class Musdb18hq(_LocalAudioBuilder):
+class _ManualLayoutBuilder(_LocalAudioBuilder, skip_registration=True):
+  """A dataset read from the manual folder by one `layouts` function (`LAYOUT`: folder -> track sources)."""
+  LAYOUT: Callable[[pathlib.Path], list[layouts.TrackSource]]
+
+  def _sources(self, dl_manager):
+    return type(self).LAYOUT(self._manual_root(dl_manager))
+
+
+class Musdb18hq(_ManualLayoutBuilder):
   """MUSDB18-HQ (uncompressed wav stems)."""
   DESCRIPTION = 'MUSDB18-HQ: 150 songs with vocals, drums, bass and other stems (44.1 kHz wav).'
   HOMEPAGE = 'https://sigsep.github.io/datasets/musdb.html'
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'Download and unzip musdb18hq.zip (zenodo 3338373): {train,test}/<song>/*.wav.'
-
-  def _sources(self, dl_manager):
-    return layouts.musdb18hq_tracks(self._manual_root(dl_manager))
+  LAYOUT = staticmethod(layouts.musdb18hq_tracks)
 
 
-class Musdb18(_LocalAudioBuilder):
+class Musdb18(_ManualLayoutBuilder):
   """MUSDB18 (`.stem.mp4`, decoded with ffmpeg)."""
   DESCRIPTION = 'MUSDB18: 150 songs as 5-stream .stem.mp4 files (mixture, drums, bass, other, vocals).'
   HOMEPAGE = 'https://sigsep.github.io/datasets/musdb.html'
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'Download and unzip musdb18.zip (zenodo 1117372): {train,test}/<song>.stem.mp4.'
-
-  def _sources(self, dl_manager):
-    return layouts.musdb18_tracks(self._manual_root(dl_manager))
+  LAYOUT = staticmethod(layouts.musdb18_tracks)
 
 
-class Moisesdb(_LocalAudioBuilder):
+class Moisesdb(_ManualLayoutBuilder):
   """MoisesDB: vocals against everything else (kept as drums, bass and other for stem remixing)."""
   DESCRIPTION = 'MoisesDB: 240 multitrack songs; vocals vs. the rest (grouped as drums, bass, other).'
   HOMEPAGE = 'https://music.ai/research/'
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'Download MoisesDB and extract it: <provider>/<track id>/data.json + stem folders.'
-
-  def _sources(self, dl_manager):
-    return layouts.moisesdb_tracks(self._manual_root(dl_manager))
+  LAYOUT = staticmethod(layouts.moisesdb_tracks)
 
 
-class Mir1k(_LocalAudioBuilder):
+class Mir1k(_ManualLayoutBuilder):
   """MIR-1K (original `Wavfile/` layout or `<split>/<clip>/` folders)."""
   DESCRIPTION = 'MIR-1K: 1000 karaoke clips, voice and accompaniment recorded separately (16 kHz).'
   HOMEPAGE = 'http://mirlab.org/dataset/public/'
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'Extract MIR-1K (Wavfile/*.wav), or use <split>/<clip>/{vocals,accompaniment}.flac.'
-
-  def _sources(self, dl_manager):
-    return layouts.mir1k_tracks(self._manual_root(dl_manager))
+  LAYOUT = staticmethod(layouts.mir1k_tracks)
 
 
 class StemsFolder(_LocalAudioBuilder):

@@ -35,7 +35,7 @@ import ml_collections
 from diffvox_jax import config as config_lib
 from diffvox_jax.models.attention import SelfAttention
 from diffvox_jax.models.generator import check_length, level_widths
-from diffvox_jax.models.layers import ConditionerBlock, Downsample, PReLU, Upsample, rematerialised
+from diffvox_jax.models.layers import ConditionerBlock, PReLU, Resample, rematerialised
 from diffvox_jax.models.transformer import BottleneckTransformer
 
 
@@ -124,7 +124,8 @@ class Conditioner(nn.Module):
       h = self._block(h, i, f'encoder_{i}')
       aux_outputs.append(h)
       if factor > 1:
-        h = Downsample(widths[i + 1], factor, self.dtype, name=f'encoder_{i}_down')(PReLU(name=f'encoder_{i}_act')(h))
+        h = PReLU(name=f'encoder_{i}_act')(h)
+        h = Resample(widths[i + 1], factor, dtype=self.dtype, name=f'encoder_{i}_down')(h)
 
     latent = h
     for i, aux in enumerate(aux_outputs):
@@ -144,7 +145,8 @@ class Conditioner(nn.Module):
     features = [None] * len(spec.factors)
     for i in reversed(range(len(spec.factors))):
       if spec.factors[i] > 1:
-        h = Upsample(widths[i], spec.factors[i], self.dtype, name=f'decoder_{i}_up')(PReLU(name=f'decoder_{i}_act')(h))
+        h = PReLU(name=f'decoder_{i}_act')(h)
+        h = Resample(widths[i], spec.factors[i], up=True, dtype=self.dtype, name=f'decoder_{i}_up')(h)
       h = self._block(h, i, f'decoder_{i}')
       if spec.outputs[i]:
         features[i] = h

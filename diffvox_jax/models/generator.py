@@ -26,14 +26,7 @@ import ml_collections
 
 from diffvox_jax import config as config_lib
 from diffvox_jax.models.attention import SelfAttention
-from diffvox_jax.models.layers import (
-    Downsample,
-    GeneratorResBlock,
-    InjectFeatures,
-    SigmaEmbedding,
-    Upsample,
-    rematerialised,
-)
+from diffvox_jax.models.layers import GeneratorResBlock, InjectFeatures, Resample, SigmaEmbedding, rematerialised
 
 
 def level_widths(channels: int, factors: tuple[int, ...]) -> tuple[int, ...]:
@@ -144,14 +137,14 @@ class Generator(nn.Module):
       h = self._stage(h, modulation, spec.blocks[i], spec.attention[i], spec.level_heads[i], f'encoder_{i}')
       skips.append(h)
       if factor > 1:
-        h = Downsample(widths[i + 1], factor, self.dtype, name=f'encoder_{i}_down')(h)
+        h = Resample(widths[i + 1], factor, dtype=self.dtype, name=f'encoder_{i}_down')(h)
 
     h = self._stage(h, modulation, spec.bottleneck_blocks, spec.bottleneck_attention, spec.attention_heads,
                     'bottleneck')
 
     for i in reversed(range(len(spec.factors))):
       if spec.factors[i] > 1:
-        h = Upsample(widths[i], spec.factors[i], self.dtype, name=f'decoder_{i}_up')(h)
+        h = Resample(widths[i], spec.factors[i], up=True, dtype=self.dtype, name=f'decoder_{i}_up')(h)
       h = (h + skips[i]) * jnp.asarray(2 ** -0.5, h.dtype)
       if spec.inject[i]:
         h = InjectFeatures(self.dtype, name=f'decoder_{i}_inject')(h, features[i])

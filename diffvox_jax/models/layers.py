@@ -53,13 +53,9 @@ class SigmaEmbedding(nn.Module):
 
 
 class FiLM(nn.Module):
-  """Feature-wise linear modulation: `x * (1 + scale) + shift`, scale and shift from a linear map of `modulation`.
+  """Feature-wise linear modulation: `x * (1 + scale) + shift`, scale and shift from a linear map of `modulation`."""
 
-  Attributes:
-    dtype: compute dtype.
-  """
-
-  dtype: jnp.dtype = jnp.float32
+  dtype: jnp.dtype = jnp.float32  # compute dtype
 
   @nn.compact
   def __call__(self, x: jax.Array, modulation: jax.Array) -> jax.Array:
@@ -126,54 +122,27 @@ class ConditionerBlock(nn.Module):
     return (x + h) * jnp.asarray(2 ** -0.5, x.dtype)
 
 
-class Downsample(nn.Module):
-  """Time compression by `factor` with a strided conv (kernel = stride = factor).
+class Resample(nn.Module):
+  """Time compression by `factor` with a strided conv, or expansion (`up`) with a transposed conv; kernel = stride =
+  factor, so each output step sees exactly its own input samples."""
 
-  Attributes:
-    features: output channels.
-    factor: time compression.
-    dtype: compute dtype.
-  """
-
-  features: int
+  features: int  # output channels
   factor: int
-  dtype: jnp.dtype = jnp.float32
+  up: bool = False
+  dtype: jnp.dtype = jnp.float32  # compute dtype
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """x: `(batch, time, channels)` -> `(batch, time // factor, features)`."""
-    return nn.Conv(self.features, (self.factor,), strides=(self.factor,), padding='VALID', dtype=self.dtype,
-                   name='conv')(x)
-
-
-class Upsample(nn.Module):
-  """Time expansion by `factor` with a transposed conv (kernel = stride = factor).
-
-  Attributes:
-    features: output channels.
-    factor: time expansion.
-    dtype: compute dtype.
-  """
-
-  features: int
-  factor: int
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x: `(batch, time, channels)` -> `(batch, time * factor, features)`."""
-    return nn.ConvTranspose(self.features, (self.factor,), strides=(self.factor,), padding='VALID',
-                            dtype=self.dtype, name='conv')(x)
+    """x: `(batch, time, channels)` -> `(batch, time // factor, features)`, or `time * factor` when `up`."""
+    conv = nn.ConvTranspose if self.up else nn.Conv
+    return conv(self.features, (self.factor,), strides=(self.factor,), padding='VALID', dtype=self.dtype,
+                name='conv')(x)
 
 
 class InjectFeatures(nn.Module):
-  """Conditioning injection: 1x1 conv conditioner -> generator channels, concatenate, 1x1 conv merge.
+  """Conditioning injection: 1x1 conv conditioner -> generator channels, concatenate, 1x1 conv merge."""
 
-  Attributes:
-    dtype: compute dtype.
-  """
-
-  dtype: jnp.dtype = jnp.float32
+  dtype: jnp.dtype = jnp.float32  # compute dtype
 
   @nn.compact
   def __call__(self, x: jax.Array, features: jax.Array) -> jax.Array:

@@ -239,13 +239,16 @@ def check_conditioner_units(config: ml_collections.ConfigDict, source_config: ml
                                  f'{trained:g}')
 
 
-def pretrained_conditioner(source: str) -> tuple[ml_collections.ConfigDict, Any]:
-  """The config and conditioner parameters of the trained model `source` (a packaged name, a workdir or an export;
-  its EMA weights): a 'mask' model's whole network or a 'spectral' model's conditioner."""
-  from diffvox_jax import separate
-
-  source_config, params = inference.load_for_inference(separate.resolve_checkpoint(source))
-  return source_config, params['conditioner']
+def initialised_from_source(state: TrainState, config: ml_collections.ConfigDict) -> TrainState:
+  """A fresh `state` with its conditioner taken from `model.spectral.conditioner_from` when set (spectral kinds; a
+  'mask' model is all conditioner, so it then fine-tunes that model)."""
+  source = config.model.spectral.conditioner_from if config.model.kind != 'waveform' else ''
+  if not source:
+    return state
+  source_config, conditioner = inference.pretrained_conditioner(source)
+  check_conditioner_units(config, source_config, source)
+  announce(f'conditioner initialised from {source}')
+  return with_conditioner(state, conditioner, source)
 
 
 def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -295,13 +298,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   manager = checkpoint_lib.make_manager(workdir, keep=train.keep_checkpoints)
   restored = checkpoint_lib.restore_checkpoint(manager, parallel.abstract_sharded_state(model, config, mesh))
   if restored is None:
-    state = parallel.create_sharded_state(model, config, init_rng, mesh)
-    source = config.model.spectral.conditioner_from if config.model.kind == 'spectral' else ''
-    if source:
-      source_config, conditioner = pretrained_conditioner(source)
-      check_conditioner_units(config, source_config, source)
-      state = with_conditioner(state, conditioner, source)
-      announce(f'conditioner initialised from {source}')
+    state = initialised_from_source(parallel.create_sharded_state(model, config, init_rng, mesh), config)
   else:
     state, iterator_state = restored
     train_data.set_state(iterator_state)
