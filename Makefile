@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := ffmpeg festival festvox-kallpc16k fluidsynth fluid-soundfont-gm
+TEST_DEBIAN_PACKAGES := chromium  # renders the listening pages in the tests (headless)
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint system-deps venv clean
@@ -16,9 +17,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: system-deps $(STAMP)
 
-# Debian packages: ffmpeg (MUSDB .stem.mp4, museval), Festival + FluidSynth (synthetic songs).
+# Debian packages: ffmpeg (MUSDB .stem.mp4, museval), Festival + FluidSynth (synthetic songs); `make test` adds
+# TEST_DEBIAN_PACKAGES.
 system-deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEBIAN_PACKAGES) $(EXTRA_DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
@@ -26,6 +28,7 @@ system-deps:
 	fi
 
 # Tests run in one process per core (at most 4), a test file per process (module fixtures are built once).
+test: EXTRA_DEBIAN_PACKAGES = $(TEST_DEBIAN_PACKAGES)
 test: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile $(PYTEST_ARGS)

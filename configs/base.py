@@ -152,6 +152,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.batch_size = 32  # [C] global batch over all devices and hosts.
   train.num_steps = 1_000_000  # [C]
   train.steps_per_dispatch = 1  # optimizer steps per jitted call (lax.scan).
+  # Micro-batches per optimizer step (gradients summed in a lax.scan): the activation memory of batch_size / k with
+  # the update of the whole batch. It must divide the per-device batch.
+  train.accumulation_steps = 1
   train.ema_decay = 0.999  # [?]
   train.log_every = 100
   train.checkpoint_every = 5000

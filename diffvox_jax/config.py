@@ -13,18 +13,17 @@ from typing import Any
 import jax
 import ml_collections
 
-from diffvox_jax import schedules
+from diffvox_jax import sampler as sampler_lib
 
 CONFIG_DIR = pathlib.Path(importlib.util.find_spec('diffvox_jax.configs').origin).parent  # configs/, installed here
 DTYPES = ('float32', 'bfloat16')
-SCHEDULES = tuple(schedules.SCHEDULES)
-SAMPLER_METHODS = ('ddim', 'dpmpp_2m', 'heun')
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'blockwise')
 LATENT_TAPS = ('before_transformer', 'after_transformer')
 MODEL_KINDS = ('waveform', 'spectral', 'mask')
-SAMPLER_STARTS = ('noise', 'direct')
 LOSS_WEIGHTINGS = ('uniform', 'min_snr')
-DIFFUSION_TARGETS = ('vocals', 'residual')
+# Where a `SamplerSettings` field comes from in a config (the rest are `sampler.<field>`).
+SETTINGS_FIELDS = {'target': 'diffusion.target', 'data_scale': 'diffusion.data_scale',
+                   'sample_rate': 'data.sample_rate'}
 
 
 class ConfigError(ValueError):
@@ -112,10 +111,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ConfigError(f'{name} has {len(values)} entries but model.factors has {levels} levels')
   if len(cond.kernel_sizes) != 3:
     raise ConfigError(f'model.conditioner.kernel_sizes needs 3 kernels (one per conv), got {cond.kernel_sizes}')
-  hop = total_downsampling(config)
-  for name, length in (('data.segment', config.data.segment), ('sampler.chunk', config.sampler.chunk)):
-    if length <= 0 or length % hop:
-      raise ConfigError(f'{name}={length} is not a positive multiple of the total down-sampling {hop}')
+  check_audio_length(config, 'data.segment', config.data.segment)
+  check_audio_length(config, 'sampler.chunk', config.sampler.chunk)
   if model.dtype not in DTYPES:
     raise ConfigError(f'model.dtype={model.dtype!r} is not one of {DTYPES}')
   if model.attention_impl not in ATTENTION_IMPLS:
@@ -134,40 +131,41 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if kind == 'mask' and model.spectral.freeze_conditioner:
     raise ConfigError('model.spectral.freeze_conditioner with model.kind=mask would train nothing (the mask model '
                       'is all conditioner)')
-  if not config.diffusion.get('data_scale', 1.0) > 0:  # absent from configs saved before the field: 1.0
-    raise ConfigError(f'diffusion.data_scale={config.diffusion.data_scale} must be positive')
   sampler = config.sampler
-  if sampler.schedule not in SCHEDULES:
-    raise ConfigError(f'sampler.schedule={sampler.schedule!r} is not one of {SCHEDULES}')
   if sampler.steps < 0 or (kind == 'mask' and sampler.steps):
     raise ConfigError(f'sampler.steps={sampler.steps} must be at least 0 (and 0 for model.kind=mask, which has no '
                       'generator)')
-  if sampler.method not in SAMPLER_METHODS:
-    raise ConfigError(f'sampler.method={sampler.method!r} is not one of {SAMPLER_METHODS}')
-  if sampler.get('start', 'noise') not in SAMPLER_STARTS:
-    raise ConfigError(f'sampler.start={sampler.start!r} is not one of {SAMPLER_STARTS}')
-  if config.diffusion.get('target', 'vocals') not in DIFFUSION_TARGETS:
-    raise ConfigError(f'diffusion.target={config.diffusion.target!r} is not one of {DIFFUSION_TARGETS}')
   if config.diffusion.get('loss_weighting', 'uniform') not in LOSS_WEIGHTINGS:
     raise ConfigError(f'diffusion.loss_weighting={config.diffusion.loss_weighting!r} is not one of '
                       f'{LOSS_WEIGHTINGS}')
-  if not 0.0 <= sampler.eta <= 1.0:
-    raise ConfigError(f'sampler.eta={sampler.eta} must lie in [0, 1]')
-  if not 0.0 <= sampler.cutoff_hz < config.data.sample_rate / 2:
-    raise ConfigError(f'sampler.cutoff_hz={sampler.cutoff_hz} must lie in [0, {config.data.sample_rate / 2})')
-  if not 0.0 < sampler.sigma_start <= 1.0:
-    raise ConfigError(f'sampler.sigma_start={sampler.sigma_start} must lie in (0, 1]')
+  try:  # the sampler's own checks (steps, method, schedule, eta, cut-off, sigma_start, target, data_scale, ...)
+    sampler_lib.SamplerSettings.from_config(config)
+  except ValueError as error:
+    field = str(error).split('=', 1)[0]
+    raise ConfigError(f'{SETTINGS_FIELDS.get(field, "sampler." + field)}={str(error).split("=", 1)[1]}') from None
   if not 0.0 <= sampler.overlap < 1.0:
     raise ConfigError(f'sampler.overlap={sampler.overlap} must lie in [0, 1)')
   if sampler.num_samples < 1 or sampler.batch_size < 1:
     raise ConfigError('sampler.num_samples and sampler.batch_size must be at least 1')
   if config.train.batch_size < 1 or config.train.steps_per_dispatch < 1:
     raise ConfigError('train.batch_size and train.steps_per_dispatch must be at least 1')
+  accumulation = config.train.get('accumulation_steps', 1)
+  if accumulation < 1 or config.train.batch_size % accumulation:
+    raise ConfigError(f'train.accumulation_steps={accumulation} must be at least 1 and divide train.batch_size='
+                      f'{config.train.batch_size}')
   if not 0.0 <= config.train.ema_decay < 1.0:
     raise ConfigError(f'train.ema_decay={config.train.ema_decay} must lie in [0, 1)')
   if not 0.0 <= config.data.silent_keep_prob <= 1.0:
     raise ConfigError(f'data.silent_keep_prob={config.data.silent_keep_prob} must lie in [0, 1]')
   return config
+
+
+def check_audio_length(config: ml_collections.ConfigDict, name: str, length: int) -> None:
+  """Raises ConfigError (naming `name`) unless `length` samples is a positive multiple of the model's total
+  down-sampling, the lengths its networks take."""
+  hop = total_downsampling(config)
+  if length <= 0 or length % hop:
+    raise ConfigError(f'{name}={length} is not a positive multiple of the total down-sampling {hop}')
 
 
 def level_heads(network: ml_collections.ConfigDict, levels: int) -> tuple[int, ...]:

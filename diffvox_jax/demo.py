@@ -13,13 +13,14 @@ Stages, each the library call behind a `diffvox` command (printed as it runs, an
    `OUT/held_out/true_vocals/`), into `OUT/separated/<song>/{vocals,instrumental}.wav` (`diffvox separate`).
 4. score: the uSDR of each written vocal file against the true vocals, next to the mixture as the estimate (the
    lower bound) and the oracle ideal ratio mask (an upper reference that knows the true stems): `OUT/scores.json`.
-5. figures and report: `OUT/spectrograms.png` (mixture, estimate and true vocals of the first held-out song),
-   `OUT/training_loss.png` (from the run's `metrics.jsonl`) and `OUT/report.md` (numbers, commands, timings;
-   `demo_report.py`).
+5. figures, report and page: `OUT/figures/<song>.png` (mixture, estimated vocals and instrumental, true vocals),
+   `OUT/training_loss.png` (from the run's `metrics.jsonl`), `OUT/report.md` (numbers, commands, timings) and
+   `OUT/index.html`, the same with audio players for every held-out song (`demo_report.py`, `pages.py`).
 
 Running it again reuses what exists: the dataset (prepare is idempotent), the run (training resumes, and does
 nothing once `train.num_steps` is reached) and the separated files (kept while the checkpoint step, the sampler
-settings and the seed they were made with are unchanged); scores, figures and the report are recomputed.
+settings and the seed they were made with are unchanged); scores, figures, the report and the page are
+recomputed.
 
 `run_demo(out, ...)` takes the same choices as function arguments (the tests run it on a miniature budget).
 """
@@ -78,9 +79,8 @@ class DemoPaths:
   def scores(self) -> pathlib.Path:
     return self.out / 'scores.json'
 
-  @property
-  def spectrograms(self) -> pathlib.Path:
-    return self.out / 'spectrograms.png'
+  def spectrograms(self, song: str) -> pathlib.Path:
+    return self.out / 'figures' / f'{song}.png'
 
   @property
   def training_loss(self) -> pathlib.Path:
@@ -89,6 +89,10 @@ class DemoPaths:
   @property
   def report(self) -> pathlib.Path:
     return self.out / 'report.md'
+
+  @property
+  def page(self) -> pathlib.Path:
+    return self.out / 'index.html'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,12 +251,16 @@ def median_scores(songs: Sequence[dict]) -> dict[str, float]:
   return medians
 
 
-def make_figures(paths: DemoPaths, track: pipeline.Track, output: dict[str, pathlib.Path]) -> None:
-  """The spectrogram comparison of one song and the training curves."""
-  estimate, _ = audio.read_audio(output['vocals'])
-  plots.plot_spectrograms([('mixture', track.mixture), ('estimate (Diff-DMX demo model)', estimate),
-                           ('true vocals', track.vocals)], track.sample_rate, paths.spectrograms,
-                          title=f'held-out song {track.name}')
+def make_figures(paths: DemoPaths, tracks: Sequence[pipeline.Track], outputs: Sequence[dict[str, pathlib.Path]],
+                 title: str) -> None:
+  """Per song, the spectrograms of mixture, estimate, instrumental and true vocals on one scale; the training
+  curves. `title` names the model and its sampler settings."""
+  for track, output in zip(tracks, outputs, strict=True):
+    estimate, _ = audio.read_audio(output['vocals'])
+    instrumental, _ = audio.read_audio(output['instrumental'])
+    plots.plot_spectrograms([('mixture', track.mixture), ('estimated vocals', estimate),
+                             ('estimated instrumental', instrumental), ('true vocals', track.vocals)],
+                            track.sample_rate, paths.spectrograms(track.name), title=f'{track.name}: {title}')
   plots.plot_training_curves(plots.read_metrics(paths.run / loop.METRICS_FILE), paths.training_loss,
                              title=f'demo training ({paths.run})')
 
@@ -307,13 +315,15 @@ def run_demo(out: str | pathlib.Path, *, config_name: str = DEMO_CONFIG, overrid
   median = median_scores(songs)
   files.write_json(paths.scores, {'format': SCORES_FORMAT, 'separation': settings, 'songs': songs,
                                     'median': median})
-  make_figures(paths, tracks[0], outputs[0])
+  make_figures(paths, tracks, outputs, demo_report.model_title(config, config_name))
   timings['score and report'] = time.perf_counter() - start
   result = DemoResult(paths, songs, median, timings, reused, commands)
   demo_report.write_report(result, config, config_name, num_songs, evaluate_command(paths))
+  demo_report.write_page(result, config, config_name, num_songs, evaluate_command(paths))
   for song in songs:
     print(f'   {song["song"]}: uSDR {song["usdr"]["model"]:.2f} dB (mixture {song["usdr"]["mixture"]:.2f}, '
           f'oracle IRM {song["usdr"]["oracle_irm"]:.2f})')
   print(f'   median margin over the mixture: {median["margin_over_mixture"]:+.2f} dB; report: {paths.report}')
+  print(f'\nListen and look: open {paths.page.resolve()} in a browser')
   print('\nYour own song, in one line:\n   ' + '\n   '.join(demo_report.own_song_commands(paths.run)))
   return result

@@ -270,3 +270,53 @@ def evaluate_split(config: ml_collections.ConfigDict, params: Any, out_dir: str 
                         runs=runs or int(config.eval.runs),
                         museval=bool(config.eval.museval) if museval is None else museval, total=max_tracks,
                         **options)
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """A track to listen to on the evaluation page: why it was picked, its model uSDR and its files."""
+
+  label: str  # 'best', 'median' or 'worst' (by the model's uSDR)
+  track: str
+  usdr: float
+  mixture: pathlib.Path
+  estimate: pathlib.Path
+  vocals: pathlib.Path
+  figure: pathlib.Path
+
+
+def pick_examples(usdr: dict[str, float]) -> list[tuple[str, str]]:
+  """`(label, track)` of the best, median and worst track by `usdr` (`{track: dB}`), each track once."""
+  ranked = sorted(usdr, key=lambda name: -usdr[name])
+  picks = [('best', ranked[0]), ('median', ranked[len(ranked) // 2]), ('worst', ranked[-1])]
+  return [(label, name) for index, (label, name) in enumerate(picks) if name not in [n for _, n in picks[:index]]]
+
+
+def listening_examples(config: ml_collections.ConfigDict, params: Any, summary: dict, out_dir: str | pathlib.Path,
+                       *, data_dir: str | None = None) -> list[Example]:
+  """Separates the best, median and worst track of an evaluation again (run 0's key, so the estimate is the one
+  scored) and writes `out_dir/listen/<track>/{mixture,estimate,vocals}.wav` and the spectrograms beside them."""
+  from diffvox_jax import audio, plots  # matplotlib and the writers only when a page is asked for
+
+  usdr = {name: values['usdr'] for name, values in results.per_track(summary['systems']['model'],
+                                                                      summary['tracks']).items()}
+  picks = dict((name, label) for label, name in pick_examples(usdr))
+  system = model_system(config, params, pathlib.Path(out_dir) / 'model', runs=1)
+  examples = []
+  for track in pipeline.tracks(config, summary['dataset'], summary['split'], data_dir=data_dir):
+    if track.name not in picks:
+      continue
+    folder = pathlib.Path(out_dir) / 'listen' / results.track_filename(track.name)
+    estimate = system.estimate(track, 0)
+    paths = {'mixture': track.mixture, 'estimate': estimate, 'vocals': track.vocals}
+    for name, signal in paths.items():
+      audio.write_audio(folder / f'{name}.wav', signal, track.sample_rate)
+    figure = plots.plot_spectrograms([('mixture', track.mixture), ('estimated vocals', estimate),
+                                      ('true vocals', track.vocals)], track.sample_rate, folder / 'spectrograms.png',
+                                     title=f'{track.name}: {summary["systems"]["model"]["label"]}')
+    examples.append(Example(picks[track.name], track.name, usdr[track.name], folder / 'mixture.wav',
+                            folder / 'estimate.wav', folder / 'vocals.wav', figure))
+    if len(examples) == len(picks):
+      break
+  order = ['best', 'median', 'worst']
+  return sorted(examples, key=lambda example: order.index(example.label))

@@ -9,7 +9,7 @@ from typing import Any
 
 from absl import flags
 
-from diffvox_jax import config as config_lib
+from diffvox_jax import sampler, schedules
 
 # The sampler flags: (flag, config.sampler field). Each defaults to the checkpoint's config when not given.
 SAMPLER_FLAGS = (('steps', 'steps'), ('method', 'method'), ('schedule', 'schedule'), ('eta', 'eta'),
@@ -23,9 +23,9 @@ def define_sampler_flags() -> None:
   """The sampler flags of `SAMPLER_FLAGS` (`diffvox separate`, `diffvox evaluate`, the experiments)."""
   flags.DEFINE_integer('steps', None, "sampling steps T (default: the config's sampler.steps); 0 = the model's "
                        'one-pass direct estimate, no diffusion.', lower_bound=0)
-  flags.DEFINE_enum('method', None, list(config_lib.SAMPLER_METHODS), "solver: 'ddim' (the paper's), 'dpmpp_2m' "
+  flags.DEFINE_enum('method', None, list(sampler.METHODS), "solver: 'ddim' (the paper's), 'dpmpp_2m' "
                     "(DPM-Solver++(2M)) or 'heun' (EDM's second order, two evaluations per inner step).")
-  flags.DEFINE_enum('schedule', None, list(config_lib.SCHEDULES), 'sigma grid.')
+  flags.DEFINE_enum('schedule', None, list(schedules.SCHEDULES), 'sigma grid.')
   flags.DEFINE_float('eta', None, 'stochastic refinement level in [0, 1]; 0 = the deterministic (ODE) solver.',
                      lower_bound=0.0, upper_bound=1.0)
   flags.DEFINE_float('cutoff-hz', None, 'high-pass cut-off of the refinement noise in Hz; 0 = white noise.',
@@ -35,7 +35,7 @@ def define_sampler_flags() -> None:
                      'refined (--start).', upper_bound=1.0)
   flags.register_validator('sigma-start', lambda value: value is None or value > 0,
                            message='--sigma-start must be above 0')
-  flags.DEFINE_enum('start', None, list(config_lib.SAMPLER_STARTS), "where sampling starts (default: the config's "
+  flags.DEFINE_enum('start', None, list(sampler.STARTS), "where sampling starts (default: the config's "
                     "sampler.start): 'direct' refines the model's own one-pass estimate from --sigma-start, "
                     "'noise' starts from pure noise (or from an estimate passed in, `diffvox separate --refine`).")
 

@@ -87,6 +87,17 @@ def summarize(system: Any, track_names: Sequence[str]) -> dict:
   }
 
 
+def per_track(system_summary: dict, track_names: Sequence[str]) -> dict[str, dict[str, float]]:
+  """`{track: {metric: value}}`: each track's summary metrics averaged over the runs of a system of a summary
+  (read back from its stored results; NaN where a metric is undefined, e.g. museval off)."""
+  values = {}
+  for name in track_names:
+    records = [_vocal_values(files.read_json(result_path(pathlib.Path(system_summary['results_dir']), run, name)))
+               for run in range(system_summary['runs'])]
+    values[name] = {metric: _or_nan(np.mean, np.array([r[metric] for r in records])) for metric in SUMMARY_METRICS}
+  return values
+
+
 def format_db(value: float | None, std: float | None = None) -> str:
   """`5.38`, `5.38 ± 0.04`, or `–` for a missing value."""
   if value is None:

@@ -48,8 +48,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diffvox_jax import config as config_lib
 from diffvox_jax import diffusion, noise, schedules
+
+METHODS = ('ddim', 'dpmpp_2m', 'heun')
+STARTS = ('noise', 'direct')  # pure noise (the paper), or the conditioner's direct estimate at sigma_start
+TARGETS = ('vocals', 'residual')  # what the generator diffuses (`diffusion.target`)
 
 Params = Any
 Features = Any  # a pytree of arrays with a leading batch axis (e.g. `Conditioning.features`).
@@ -125,10 +128,10 @@ class SamplerSettings:
       raise ValueError(f'steps={self.steps} must be at least 0')
     if self.method not in METHODS:
       raise ValueError(f'method={self.method!r} is not one of {", ".join(METHODS)}')
-    if self.start not in ('noise', 'direct'):
-      raise ValueError(f"start={self.start!r} is not 'noise' or 'direct'")
-    if self.target not in ('vocals', 'residual'):
-      raise ValueError(f"target={self.target!r} is not 'vocals' or 'residual'")
+    if self.start not in STARTS:
+      raise ValueError(f'start={self.start!r} is not one of {", ".join(STARTS)}')
+    if self.target not in TARGETS:
+      raise ValueError(f'target={self.target!r} is not one of {", ".join(TARGETS)}')
     if self.start == 'direct' and self.steps and self.sigma_start >= 1.0:
       raise ValueError("start='direct' refines the direct estimate: it needs sigma_start < 1")
     if self.schedule not in schedules.SCHEDULES:
@@ -201,8 +204,6 @@ class StepCoefficients(NamedTuple):
   multistep: np.ndarray  # DPM-Solver++(2M)'s w_i (0 where the step is first order).
   corrected: np.ndarray  # 1.0 where Heun's corrector applies, else 0.0.
 
-
-METHODS = config_lib.SAMPLER_METHODS  # 'ddim', 'dpmpp_2m', 'heun'
 
 
 def heun_corrected(sigmas: np.ndarray) -> np.ndarray:

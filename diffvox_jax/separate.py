@@ -103,9 +103,7 @@ class Separator:
       return run(params, jnp.asarray(mixture), keys, None if initial is None else jnp.asarray(initial))
 
     chunk = config.sampler.chunk if chunk is None else chunk
-    hop = config_lib.total_downsampling(config)
-    if chunk <= 0 or chunk % hop:
-      raise ValueError(f'chunk={chunk} is not a positive multiple of the total down-sampling {hop}')
+    config_lib.check_audio_length(config, 'chunk', chunk)
     return cls(sample_batch=sample_batch, sample_rate=int(config.data.sample_rate),
                channels=int(config.data.channels), chunk=int(chunk),
                overlap=float(config.sampler.overlap if overlap is None else overlap),

@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import page_checks
 import pytest
 import random_models
 import soundfile as sf
@@ -166,6 +167,21 @@ def test_default_output_quiet_logs_no_snowball_no_duplicates_stale_temps_removed
   verbose = diffvox('separate', 'songs/a.wav', '-o', 'v', '--verbose', '--device', 'cpu', '--checkpoint', mini,
                     env=env, cwd=tmp_path)
   assert 'diffvox: jax ' in verbose.stderr and 'cpu backend' in verbose.stderr
+
+
+def test_html_writes_a_listening_page_of_every_input(env, tmp_path, mini):
+  (tmp_path / 'my songs').mkdir()
+  song(tmp_path / 'my songs' / 'first take.wav')
+  song(tmp_path / 'my songs' / 'b.flac', rate=22050, channels=1)
+  result = diffvox('separate', 'my songs', '--html', '--format', 'flac', '--checkpoint', mini, env=env,
+                   cwd=tmp_path)
+  page = tmp_path / 'separated' / 'index.html'
+  assert f'listen: open {page}' in result.stdout
+  text = page.read_text()
+  assert text.count('<h2>') == 2 and 'first take' in text and 'ddim T=2' in text
+  page_checks.check_page(page, tmp_path / 'page.png', players=6, images=2)  # input, vocals, instrumental each
+  plain = diffvox('separate', 'my songs', '-o', 'plain', '--checkpoint', mini, env=env, cwd=tmp_path)
+  assert 'listen:' not in plain.stdout and not (tmp_path / 'plain' / 'index.html').exists()
 
 
 def test_format_filename_stem_and_level_warnings(env, tmp_path, mini):

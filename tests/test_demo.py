@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import matplotlib.image
 import numpy as np
+import page_checks
 import pytest
 import random_models
 
@@ -58,7 +59,7 @@ def test_demo_writes_every_promised_output(demo_run):
   instrumental, _ = audio.read_audio(paths.separated / song / 'instrumental.wav')
   assert estimate_rate == rate and estimate.shape == instrumental.shape == mixture.shape
   np.testing.assert_allclose(estimate + instrumental, mixture, atol=2e-4)  # 16-bit outputs.
-  _assert_png(paths.spectrograms)
+  _assert_png(paths.spectrograms(song))
   _assert_png(paths.training_loss)
 
   # The scores against independent recomputations from the files.
@@ -79,6 +80,10 @@ def test_demo_writes_every_promised_output(demo_run):
   assert result.commands['train'].startswith('diffvox train --config demo --workdir ')
   assert '--config.train.num_steps=3' in result.commands['train']
   assert inference.latest_step(paths.run) == 3
+
+  # The page: four players and the song's figure, the loss figure; every link resolves; it renders in Chromium.
+  dom = page_checks.check_page(paths.page, out / 'page.png', players=4, images=2)
+  assert f'{usdr["model"]:.2f}' in dom and result.commands['train'].replace("'", '&#x27;') in paths.page.read_text()
 
 
 @pytest.mark.slow

@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
+import page_checks
 import pytest
 import random_models
 import soundfile as sf
 
-from diffvox_jax import baselines, evaluate, files, inference, metrics, results
+from diffvox_jax import audio, baselines, evaluate, files, inference, metrics, results
 from diffvox_jax.data import pipeline
 
 RATE = random_models.EVAL_RATE
@@ -161,3 +162,25 @@ def test_evaluate_command_end_to_end(tmp_path, mini_checkpoint, mir1k_data):
                                   label='mini', checkpoint=str(mini_checkpoint.resolve()), progress=False)
   assert {p: p.stat().st_mtime_ns for p in out.rglob('run*/*.json')} == before
   assert again['systems']['model']['metrics'] == summary['systems']['model']['metrics']
+
+  # The page: two clips, so the best and the worst (the median is one of them), each re-separated with run 0's key:
+  # the written estimate scores what run 0 stored.
+  page = out / 'index.html'
+  assert f'listen: open {page}' in result.stdout
+  page_checks.check_page(page, tmp_path / 'page.png', players=6, images=2)
+  text = page.read_text()
+  assert text.count('class="sortable"') == 1 and '<h2>best: ' in text and '<h2>worst: ' in text
+  stored = {name: files.read_json(results.result_path(out / 'model', 0, name))['usdr']['vocals'] for name in CLIPS}
+  for track in tracks:
+    estimate, _ = audio.read_audio(out / 'listen' / track.name / 'estimate.wav')
+    assert metrics.usdr(track.vocals, estimate) == pytest.approx(stored[track.name], abs=0.02)  # 16-bit file
+    both_runs = [files.read_json(results.result_path(out / 'model', run, track.name))['usdr']['vocals']
+                 for run in range(2)]
+    assert f'data-value="{float(np.mean(both_runs))!r}"' in text  # the per-track table: the mean over runs
+
+
+def test_examples_are_the_best_median_and_worst_track_each_once():
+  assert evaluate.pick_examples({'a': 1.0, 'b': 5.0, 'c': 3.0, 'd': -2.0}) == [
+      ('best', 'b'), ('median', 'a'), ('worst', 'd')]
+  assert evaluate.pick_examples({'a': 1.0, 'b': 5.0}) == [('best', 'b'), ('worst', 'a')]
+  assert evaluate.pick_examples({'a': 1.0}) == [('best', 'a')]

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 from random_models import tiny_spectral
-from tensorboardX import SummaryWriter
 from tensorboardX.proto import event_pb2
 
-from diffvox_jax import inference, metrics
+from diffvox_jax import inference, metrics, plots
 from diffvox_jax.data import pipeline
 from diffvox_jax.models import build_model
+from diffvox_jax.train import loop, validation
 from diffvox_jax.train import state as state_lib
-from diffvox_jax.train import validation
 
 
 def _tool(name: str):
@@ -102,14 +101,18 @@ def test_validation_separation_writes_audio_spectrograms_usdr_and_keeps_the_best
   vocals = rng.normal(0, 0.1, (3, 1024, 1)).astype(np.float32)
   batch = {'vocals': vocals, 'mixture': vocals + rng.normal(0, 0.1, vocals.shape).astype(np.float32)}
   validator = validation.ValidationSeparation(model, config, batch, tmp_path)
-  writer = SummaryWriter(str(tmp_path / 'tensorboard'))
-  first = validator(10, params, writer)
+  reporter = loop.Reporter(config, tmp_path, 0)  # what the training loop does with the returned uSDR
+  first = validator(10, params, reporter.writer)
+  reporter.scalars({'eval_ema/separation_usdr': first}, 10)
   worse = jax.tree.map(lambda p: p * 0.0, params)  # all-zero parameters: estimate 0.25 mixture, other score.
-  second = validator(20, worse, writer)
-  writer.close()
+  second = validator(20, worse, reporter.writer)
+  reporter.scalars({'eval_ema/separation_usdr': second}, 20)
+  reporter.close()
   tags = {(e.step, v.tag): v for e in _events(tmp_path / 'tensorboard') for v in e.summary.value}
   assert tags[(10, 'eval_ema/separation_usdr')].simple_value == pytest.approx(first, abs=1e-4)
   assert tags[(20, 'eval_ema/separation_usdr')].simple_value == pytest.approx(second, abs=1e-4)
+  assert plots.read_metrics(tmp_path / loop.METRICS_FILE)['eval_ema/separation_usdr'] == [
+      (10, pytest.approx(first)), (20, pytest.approx(second))]
   for index in range(2):  # train.eval_audio_clips = 2 of the 3 crops
     assert tags[(10, f'separation_{index}/estimate')].audio.sample_rate == 16000
     assert tags[(10, f'separation_{index}/vocals')].audio.length_frames == 1024

@@ -154,6 +154,18 @@ def test_two_steps_per_dispatch_match_one_step_per_dispatch():
   assert_same_training(double, double_losses, single, single_losses)
 
 
+@pytest.mark.parametrize('devices', [1, 2])
+def test_gradient_accumulation_equals_one_batch_k_times_larger(devices):
+  stream = StandInStream()
+  batches = [next(stream) for _ in range(3)]
+  whole, whole_losses = run_steps(batches, devices=devices)
+  accumulated, accumulated_losses = run_steps(batches, devices=devices, overrides=(
+      f'train.accumulation_steps={4 // devices}',))  # micro-batches of one example per device
+  assert_same_training(accumulated, accumulated_losses, whole, whole_losses)
+  with pytest.raises(config_lib.ConfigError, match='accumulation_steps=3 must be at least 1 and divide'):
+    tiny_config('train.accumulation_steps=3')
+
+
 class ScanStandIn(nn.Module):
   """A running mean over time by `lax.scan` from a constant initial carry, like the blockwise attention."""
 

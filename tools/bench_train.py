@@ -11,8 +11,12 @@ ahead-of-time `lower().compile()` of the train step, then the timed steps. On a 
 so only `--rt-steps` steps (1 by default) are timed after a warm-up step, and `--rt-segment` can shorten the
 crop (a CPU run at the paper's 3 s takes over an hour to compile and run; the per-sample cost is close to linear).
 
-Prints a table, writes JSON (`--json`), and ends with the line
-`tiny_steps_per_s=X tiny_examples_per_s=X rt_steps_per_s=X rt_batch=N`.
+Memory (`--memory CONFIG`, default cpu_tiny): the compiled step's memory per device (`memory_analysis()` of the
+ahead-of-time compilation; nothing runs) at 4 examples per device, plain, with `model.remat='nothing_saveable'`,
+with `train.accumulation_steps=4`, and with both. `--memory diffdmx_rt` is the paper's model.
+
+Prints the tables, writes JSON (`--json`), and ends with the line
+`tiny_steps_per_s=X tiny_examples_per_s=X rt_steps_per_s=X rt_batch=N temp_gib_plain=X temp_gib_remat_accum4=X`.
 """
 
 import argparse
@@ -72,6 +76,44 @@ def bench_case(name: str, config_name: str, overrides: list[str], timed_steps: i
   }
 
 
+MEMORY_VARIANTS = (('plain', []), ('remat', ["model.remat='nothing_saveable'"]),
+                   ('accum4', ['train.accumulation_steps=4']),
+                   ('remat+accum4', ["model.remat='nothing_saveable'", 'train.accumulation_steps=4']))
+
+
+def memory_case(config_name: str, overrides: list[str]) -> dict:
+  """Compiled memory of one train step per device (`lower().compile().memory_analysis()`, nothing runs): bytes of
+  the arguments, outputs and temporaries (activations kept for the backward pass live in the temporaries)."""
+  config = load_config(config_name, overrides)
+  model, mesh = build_model(config), parallel.make_mesh()
+  parallel.check_batch_size(config, mesh)
+  state = parallel.abstract_sharded_state(model, config, mesh)
+  shape = (1, config.train.batch_size, config.data.segment, config.data.channels)
+  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.AXIS))
+  batches = {key: jax.ShapeDtypeStruct(shape, np.float32, sharding=batch_sharding) for key in ('vocals', 'mixture')}
+  start = time.perf_counter()
+  compiled = parallel.make_parallel_train_step(model, config, mesh).lower(state, batches,
+                                                                          loop.run_keys(0)[1]).compile()
+  stats = compiled.memory_analysis()
+  gib = 2.0 ** 30
+  row = {'config': config_name, 'overrides': overrides, 'batch': config.train.batch_size,
+         'per_device_batch': config.train.batch_size // mesh.devices.size, 'segment': config.data.segment,
+         'compile_s': time.perf_counter() - start,
+         'argument_gib': stats.argument_size_in_bytes / gib, 'output_gib': stats.output_size_in_bytes / gib,
+         'temp_gib': stats.temp_size_in_bytes / gib}
+  print(f'memory {config_name} {overrides}: temporaries {row["temp_gib"]:.3f} GiB per device', flush=True)
+  return row
+
+
+def print_memory_table(rows: list[dict]) -> None:
+  header = f'{"variant":<14} {"config":<11} {"batch/dev":>9} {"segment":>7} {"args GiB":>9} {"temp GiB":>9}'
+  print(header)
+  print('-' * len(header))
+  for row in rows:
+    print(f'{row["variant"]:<14} {row["config"]:<11} {row["per_device_batch"]:>9} {row["segment"]:>7} '
+          f'{row["argument_gib"]:>9.3f} {row["temp_gib"]:>9.3f}')
+
+
 def print_table(rows: list[dict]) -> None:
   header = (f'{"case":<12} {"dev":>3} {"batch":>5} {"segment":>7} {"dtype":>8} {"params M":>8} {"init s":>7} '
             f'{"compile s":>9} {"steps":>5} {"steps/s":>8} {"examples/s":>10}')
@@ -90,6 +132,11 @@ def main() -> None:
   parser.add_argument('--rt-segment', type=int, default=0,
                       help="RT crop length in samples, a multiple of 128 (default: the config's 3 s)")
   parser.add_argument('--skip-rt', action='store_true', help='only the cpu_tiny case')
+  parser.add_argument('--memory', default='cpu_tiny',
+                      help='config whose compiled step memory is reported with and without remat and gradient '
+                           'accumulation ("" = none; diffdmx_rt takes minutes per variant on a CPU)')
+  parser.add_argument('--memory-batch', type=int, default=0,
+                      help='global batch of the memory cases (default: 4 per device, a multiple of 4)')
   parser.add_argument('--json', default='bench_train.json', help='where to write the results')
   args = parser.parse_args()
 
@@ -102,16 +149,28 @@ def main() -> None:
     for batch, dtype in settings:
       overrides = [f'train.batch_size={batch}', f"model.dtype='{dtype}'", *segment]
       rows.append(bench_case(f'rt_{dtype}', 'diffdmx_rt', overrides, args.rt_steps))
+  memory = []
+  if args.memory:
+    batch = args.memory_batch or 4 * devices
+    segment = [f'data.segment={args.rt_segment}'] if args.rt_segment and args.memory == 'diffdmx_rt' else []
+    for variant, overrides in MEMORY_VARIANTS:
+      row = memory_case(args.memory, [f'train.batch_size={batch}', *segment, *overrides])
+      memory.append({'variant': variant, **row})
   machine = {'backend': jax.default_backend(), 'devices': [str(d) for d in jax.devices()],
              'processor': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count()}
-  results = json.dumps({'machine': machine, 'rows': rows}, indent=2)
+  results = json.dumps({'machine': machine, 'rows': rows, 'memory': memory}, indent=2)
   files.write_atomically(pathlib.Path(args.json), results.encode())
   print_table(rows)
+  if memory:
+    print_memory_table(memory)
   print(f'results: {args.json}')
   tiny = rows[0]
   rt = rows[1] if len(rows) > 1 else {'steps_per_s': float('nan'), 'batch': 0}
+  temp = {row['variant']: row['temp_gib'] for row in memory}
   print(f'tiny_steps_per_s={tiny["steps_per_s"]:.4f} tiny_examples_per_s={tiny["examples_per_s"]:.3f} '
-        f'rt_steps_per_s={rt["steps_per_s"]:.5f} rt_batch={rt["batch"]}')
+        f'rt_steps_per_s={rt["steps_per_s"]:.5f} rt_batch={rt["batch"]} '
+        f'temp_gib_plain={temp.get("plain", float("nan")):.3f} '
+        f'temp_gib_remat_accum4={temp.get("remat+accum4", float("nan")):.3f}')
 
 
 if __name__ == '__main__':

@@ -6,7 +6,9 @@
 
 Writes into OUT: `config.json` (the checkpoint's config with the sampler flags applied), one JSON per track and
 run under `model/run<k>/`, `mixture/run0/` and `oracle_irm/run0/` (museval's layout plus uSDR), `summary.json`
-and `summary.md` (median and mean uSDR over tracks, the mean ± std over runs of the median, museval SDR/SIR/SAR).
+and `summary.md` (median and mean uSDR over tracks, the mean ± std over runs of the median, museval SDR/SIR/SAR),
+and `index.html`: the summary, a per-track table sortable by any column, and players and spectrograms of the best,
+median and worst tracks (separated again with run 0's key into `listen/<track>/`; open it in a browser).
 Results already in OUT are reused, so an interrupted evaluation resumes; results made with other settings are
 refused. The model runs `--runs` times per track with different seeds (the paper: 5, mean reported); the
 baselines are deterministic and run once. BSS Eval costs about 50 s of CPU per 4-minute stereo track and run:
@@ -19,7 +21,7 @@ import pathlib
 from absl import flags
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import evaluate, flag_groups, inference
+from diffvox_jax import evaluate, flag_groups, inference, pages
 from diffvox_jax.commands import common
 
 FLAGS = flags.FLAGS
@@ -59,7 +61,9 @@ def main(argv: list[str]) -> None:
         max_tracks=FLAGS['max-tracks'].value, runs=FLAGS.runs, museval=FLAGS.museval,
         with_baselines=FLAGS.baselines, label=FLAGS.label or pathlib.Path(FLAGS.checkpoint).resolve().name,
         checkpoint=str(pathlib.Path(FLAGS.checkpoint).resolve()), workers=FLAGS.workers)
+    examples = evaluate.listening_examples(config, params, summary, FLAGS.out, data_dir=FLAGS['data-dir'].value)
+    page = pages.evaluation_page(pathlib.Path(FLAGS.out), summary, examples)
   except (ValueError, OSError) as error:
     common.fail(str(error))
   print((pathlib.Path(FLAGS.out) / 'summary.md').read_text(), end='')
-  print(f'{len(summary["tracks"])} tracks; results in {FLAGS.out}')
+  print(f'{len(summary["tracks"])} tracks; results in {FLAGS.out}; listen: open {page.resolve()} in a browser')

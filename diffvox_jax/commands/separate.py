@@ -10,7 +10,8 @@ is the file's name without suffix, prefixed by its sub-folders for files found i
 packaged default, another packaged model (`-n`, listed by `diffvox models`) or one's own (`--checkpoint`: a
 training workdir, its EMA parameters unless `--noema`, or an exported model folder); its config gives the default
 sampler settings, which the sampler flags override. A bad input gets one line on stderr naming it; the others are
-still separated, and the exit status is 1 if any failed.
+still separated, and the exit status is 1 if any failed. `--html` also writes OUT/index.html, a page with audio
+players and spectrograms of every input and its stems (opt-in: the spectrograms cost a few seconds per song).
 """
 
 import os
@@ -21,13 +22,13 @@ import jax
 from absl import flags
 from tqdm import tqdm
 
-from diffvox_jax import api, audio, flag_groups, inference, separate
+from diffvox_jax import api, audio, flag_groups, inference, pages, separate
 from diffvox_jax.commands import common
 
 FLAGS = flags.FLAGS
 USAGE = '[flags] INPUT...'
 FLAG_GROUPS = (
-    ('output', ('out', 'filename', 'stem', 'format', 'bits', 'mp3-bitrate', 'clip-mode', 'skip-existing')),
+    ('output', ('out', 'filename', 'stem', 'format', 'bits', 'mp3-bitrate', 'clip-mode', 'skip-existing', 'html')),
     ('model', ('model', 'checkpoint', 'ema', 'device')),
     ('sampler', tuple(flag for flag, _ in flag_groups.SAMPLER_FLAGS) + ('seed', 'refine')),
     ('chunking', ('chunk-seconds', 'overlap', 'batch-size')),
@@ -50,6 +51,8 @@ def define_flags() -> None:
   flags.DEFINE_enum('clip-mode', 'rescale', list(audio.CLIP_MODES), 'a stem beyond full scale: rescale (the '
                     'file divided by its peak) or clamp (the samples clipped).')
   flags.DEFINE_bool('skip-existing', False, 'skip inputs whose outputs all exist (else they are replaced).')
+  flags.DEFINE_bool('html', False, 'also write OUT/index.html: players and spectrograms of every input and its '
+                    'stems, to listen in a browser.')
   flags.DEFINE_string('model', None, 'a model shipped in the package (diffvox models lists them); default: the '
                       'packaged default.', short_name='n')
   flags.DEFINE_string('checkpoint', None, 'one\'s own model: a training workdir or an exported model folder.')
@@ -181,6 +184,7 @@ def main(argv: list[str]) -> None:
   separator = load_separator()
 
   used: dict[pathlib.Path, pathlib.Path] = {}
+  separated: list[tuple[pathlib.Path, str, dict[str, pathlib.Path]]] = []
   files = tqdm(jobs, desc='files', unit='file', disable=None if len(jobs) > 1 else True, leave=False)
   for path, track in files:
     destinations = separate.template_paths(out, FLAGS.filename, track, stems, FLAGS.format)
@@ -193,6 +197,7 @@ def main(argv: list[str]) -> None:
     existed = [p for p in destinations.values() if p.exists()]
     if FLAGS['skip-existing'].value and len(existed) == len(destinations):
       tqdm.write(f'{path}: skipped, its outputs exist')
+      separated.append((path, track, destinations))
       continue
     try:
       written = separator.separate_file(path, out, track=track, stems=stems, file_format=FLAGS.format,
@@ -202,6 +207,7 @@ def main(argv: list[str]) -> None:
       tqdm.write(f'diffvox: {_one_line(path, error)}', file=sys.stderr)
       failures += 1
       continue
+    separated.append((path, track, written.paths))
     replaced = ' (replaced existing files)' if existed else ''
     tqdm.write(f'{path} -> {", ".join(map(str, written.paths.values()))}{replaced}')
     report_levels(path, written)
@@ -209,5 +215,8 @@ def main(argv: list[str]) -> None:
       warn(f'{path}: --chunk-seconds {separator.chunk_seconds:.2f} is longer than the file ({written.seconds:.2f} '
            's); the chunk is padded')
   files.close()
+  if FLAGS.html and separated:
+    page = pages.separation_page(out, separated, separator.checkpoint.name, separator.settings)
+    print(f'listen: open {page.resolve()} in a browser')
   if failures:
     common.fail(f'{failures} of {len(jobs) + len(errors)} inputs failed', code=1)

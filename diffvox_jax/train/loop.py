@@ -202,16 +202,15 @@ class Reporter:
       self.scalars(scalars, done)
       self.sums, self.window_steps, self.window_time = {}, 0, time.perf_counter()
 
-  def scalars(self, values: dict[str, float], step: int, tensorboard: bool = True) -> None:
-    """Logs `values` at `step` to `metrics.jsonl` (one line `{"step": step, tag: value, ...}`) and, when
-    `tensorboard`, as TensorBoard scalars (process 0 only)."""
+  def scalars(self, values: dict[str, float], step: int) -> None:
+    """Logs `values` at `step` to `metrics.jsonl` (one line `{"step": step, tag: value, ...}`) and as TensorBoard
+    scalars (process 0 only)."""
     if self.metrics_path is None:
       return
     files.append_json_line(self.metrics_path, {'step': int(step), **{tag: float(v) for tag, v in values.items()}})
-    if tensorboard:
-      for tag, value in values.items():
-        self.writer.add_scalar(tag, value, step)
-      self.writer.flush()
+    for tag, value in values.items():
+      self.writer.add_scalar(tag, value, step)
+    self.writer.flush()
 
   def close(self) -> None:
     self.progress.close()
@@ -350,7 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             reporter.scalars({f'{prefix}/{name}': value for name, value in values.items()}, step)
           if validator is not None:
             usdr = validator(step, state.ema_params, reporter.writer)
-            reporter.scalars({'eval_ema/separation_usdr': usdr}, step, tensorboard=False)  # TensorBoard has it
+            reporter.scalars({'eval_ema/separation_usdr': usdr}, step)
             announce(f'step {step} eval_ema: separation_usdr={usdr:.2f} dB (best {validator.best:.2f} dB)')
         if received:
           raise TrainingInterrupted(received, step)

@@ -26,13 +26,15 @@ TrainStep = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
 DROPOUT_STREAM = 2**31 - 1  # an index no example key uses (those are global example indices).
 
 
-def example_keys(rng: jax.Array, local_batch: int, axis_name: str | None) -> jax.Array:
-  """One key per example, `(local_batch,)` keys, from the example's index in the global batch.
+def example_keys(rng: jax.Array, count: int, axis_name: str | None, first: int | jax.Array = 0,
+                 local_batch: int | None = None) -> jax.Array:
+  """One key per example, `(count,)` keys, for examples `first ... first + count - 1` of this device's local batch
+  of `local_batch` (default `count`), from each example's index in the global batch.
 
   Under `shard_map` the local batch of device `i` holds global examples `i * local_batch ...`.
   """
-  offset = jax.lax.axis_index(axis_name) * local_batch if axis_name else 0
-  return jax.vmap(lambda index: jax.random.fold_in(rng, index))(offset + jnp.arange(local_batch))
+  offset = jax.lax.axis_index(axis_name) * (local_batch or count) if axis_name else 0
+  return jax.vmap(lambda index: jax.random.fold_in(rng, index))(offset + first + jnp.arange(count))
 
 
 def draw_sigma_and_noise(keys: jax.Array, shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
@@ -50,18 +52,23 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict,
   """Returns `loss_fn(params, batch, rng, train=False) -> (total, terms)`: the weighted loss of `config.diffusion`.
 
   `batch` holds `vocals` and `mixture` of shape `(batch, segment, channels)`; `rng` is this step's key. With
-  `train`, the model also gets a 'dropout' rng (one per device), so dropout layers act; otherwise they do not.
+  `train`, the model also gets a 'dropout' rng (one per device and micro-batch), so dropout layers act; otherwise
+  they do not. A micro-batch passes `first` (its first example's index in the device's batch of `local_batch`), so
+  its examples draw the keys they would draw in the whole batch.
   """
   weights = config.diffusion
   scale = config.diffusion.get('data_scale', 1.0)  # the model's units: audio times data_scale (losses too).
 
   residual = weights.get('target', 'vocals') == 'residual'
 
-  def loss_fn(params, batch: Batch, rng: jax.Array, train: bool = False) -> tuple[jax.Array, Metrics]:
+  def loss_fn(params, batch: Batch, rng: jax.Array, train: bool = False, first: int | jax.Array = 0,
+              local_batch: int | None = None) -> tuple[jax.Array, Metrics]:
     vocals, mixture = batch['vocals'] * scale, batch['mixture'] * scale
-    sigma, noise = draw_sigma_and_noise(example_keys(rng, vocals.shape[0], axis_name), vocals.shape[1:])
+    keys = example_keys(rng, vocals.shape[0], axis_name, first, local_batch)
+    sigma, noise = draw_sigma_and_noise(keys, vocals.shape[1:])
     device = jax.lax.axis_index(axis_name) if axis_name else 0
-    rngs = {'dropout': jax.random.fold_in(jax.random.fold_in(rng, DROPOUT_STREAM), device)} if train else {}
+    dropout_key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(rng, DROPOUT_STREAM), device), first)
+    rngs = {'dropout': dropout_key} if train else {}
     if residual:  # diffuse what the conditioner's direct estimate misses: vocals - H_128(mixture).
       conditioning = model.apply({'params': params}, mixture, method='condition', rngs=rngs)
       target = vocals - jax.lax.stop_gradient(conditioning.reconstruction_estimate)
@@ -100,10 +107,32 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, axis_na
   tx = optimizer_lib.make_optimizer(config)
   schedule = optimizer_lib.learning_rate_schedule(config)
   decay = config.train.ema_decay
+  accumulation = int(config.train.get('accumulation_steps', 1))
+
+  def gradients(params, batch: Batch, rng: jax.Array) -> tuple[Any, Metrics]:
+    """The gradient of the batch's mean loss and its metrics, over `accumulation` micro-batches in turn."""
+    if accumulation == 1:
+      return jax.grad(loss_fn, has_aux=True)(params, batch, rng, train=True)
+    local = batch['vocals'].shape[0]
+    if local % accumulation:
+      raise ValueError(f'train.accumulation_steps={accumulation} does not divide the per-device batch of {local}')
+    micro = local // accumulation
+    micro_batches = jax.tree.map(lambda x: x.reshape((accumulation, micro) + x.shape[1:]), batch)
+
+    def micro_step(index, micro_batch):
+      return jax.grad(loss_fn, has_aux=True)(params, micro_batch, rng, train=True, first=index * micro,
+                                             local_batch=local)
+
+    def body(total, inputs):
+      return jax.tree.map(jnp.add, total, micro_step(*inputs)), None
+
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    zeros = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), jax.eval_shape(micro_step, 0, first))
+    total, _ = jax.lax.scan(body, zeros, (jnp.arange(accumulation), micro_batches))
+    return jax.tree.map(lambda value: value / accumulation, total)
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, jax.random.fold_in(rng, state.step),
-                                                      train=True)
+    grads, metrics = gradients(state.params, batch, jax.random.fold_in(rng, state.step))
     if axis_name:  # per-device gradients of the local batch (pmap semantics)
       grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -63,13 +63,12 @@ class ValidationSeparation:
     self.references_written = False  # mixture and true vocals go to TensorBoard once per process.
 
   def __call__(self, step: int, params: Any, writer: Any) -> float:
-    """Separates the crops with `params`, writes the summaries at `step` (when `writer`), keeps `params` in
-    `best/` when their mean uSDR beats the best so far; returns that uSDR."""
+    """Separates the crops with `params`, writes their audio and spectrograms at `step` (when `writer`), keeps
+    `params` in `best/` when their mean uSDR beats the best so far; returns that uSDR (the caller logs it)."""
     estimate = np.asarray(self.run(params, self.mixture, jax.random.key(step)), np.float32)
     scores = [metrics.usdr(truth, guess) for truth, guess in zip(self.vocals, estimate, strict=True)]
     usdr = float(np.mean(scores))
     if writer is not None:
-      writer.add_scalar('eval_ema/separation_usdr', usdr, step)
       for index, (mixture, truth, guess) in enumerate(zip(self.mixture, self.vocals, estimate, strict=True)):
         writer.add_audio(f'separation_{index}/estimate', guess.mean(axis=-1), step, sample_rate=self.sample_rate)
         if not self.references_written:
