@@ -155,6 +155,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Micro-batches per optimizer step (gradients summed in a lax.scan): the activation memory of batch_size / k with
   # the update of the whole batch. It must divide the per-device batch.
   train.accumulation_steps = 1
+  # With several processes, how often (in steps) the hosts agree on a stop signal: a global barrier that waits
+  # for the dispatched steps. A SIGTERM is acted on within this many steps (keep it well inside the grace period).
+  train.stop_poll_every = 10
   train.ema_decay = 0.999  # [?]
   train.log_every = 100
   train.checkpoint_every = 5000

@@ -149,6 +149,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError('sampler.num_samples and sampler.batch_size must be at least 1')
   if config.train.batch_size < 1 or config.train.steps_per_dispatch < 1:
     raise ConfigError('train.batch_size and train.steps_per_dispatch must be at least 1')
+  if config.train.get('stop_poll_every', 1) < 1:
+    raise ConfigError(f'train.stop_poll_every={config.train.stop_poll_every} must be at least 1')
   accumulation = config.train.get('accumulation_steps', 1)
   if accumulation < 1 or config.train.batch_size % accumulation:
     raise ConfigError(f'train.accumulation_steps={accumulation} must be at least 1 and divide train.batch_size='

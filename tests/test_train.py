@@ -311,6 +311,19 @@ def test_stop_signals_turn_sighup_into_a_stop_and_restore_the_handlers():
   assert signal.getsignal(signal.SIGHUP) is previous
 
 
+def test_hosts_agree_on_a_stop_only_when_polled(monkeypatch):
+  """With several processes the agreement is a collective (a barrier): it runs only at poll steps."""
+  gathered = []
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(loop.multihost_utils, 'process_allgather',
+                      lambda value: gathered.append(int(value)) or np.array([int(value), signal.SIGTERM]))
+  signals = loop.StopSignals()
+  assert signals.agreed(poll=False) is None and gathered == []
+  assert signals.agreed(poll=True) == signal.SIGTERM and gathered == [0]  # the other host received SIGTERM
+  with pytest.raises(config_lib.ConfigError, match='stop_poll_every'):
+    tiny_config('train.stop_poll_every=0')
+
+
 @pytest.mark.slow
 def test_rematerialisation_gives_the_same_loss_and_gradients():
   """`model.remat` changes what the backward pass stores, not what it computes (float32, tight tolerance)."""

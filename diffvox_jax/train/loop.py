@@ -79,10 +79,14 @@ class StopSignals:
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
 
-  def agreed(self) -> int | None:
-    """The received signal, agreed over all processes (every host must stop at the same step)."""
+  def agreed(self, poll: bool = True) -> int | None:
+    """The received signal, agreed over all processes (every host must stop at the same step). With several
+    processes the agreement is a global barrier that waits for the dispatched work, so it happens only when `poll`
+    (every `train.stop_poll_every` steps); otherwise None."""
     if jax.process_count() == 1:
       return self.received
+    if not poll:
+      return None
     signals = multihost_utils.process_allgather(np.int32(self.received or 0))
     return int(signals.max()) or None
 
@@ -294,6 +298,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   write_resolved_config(workdir, config)
 
   init_rng, train_rng, eval_rng = run_keys(config.seed)
+  train_rng = jax.device_put(train_rng, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))  # once
   manager = checkpoint_lib.make_manager(workdir, keep=train.keep_checkpoints)
   restored = checkpoint_lib.restore_checkpoint(manager, parallel.abstract_sharded_state(model, config, mesh))
   if restored is None:
@@ -335,7 +340,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           report_pending()
           announce(f'first dispatch (compilation included): {time.perf_counter() - loop_start:.1f} s')
           reporter.start_timing(step)
-        received = stop_signals.agreed()
+        received = stop_signals.agreed(crossed(previous, step, train.get('stop_poll_every', 1)))
         save_now = crossed(previous, step, train.checkpoint_every) or step == train.num_steps or received
         eval_now = bool(eval_batches) and crossed(previous, step, train.eval_every)
         if save_now or eval_now:
