@@ -16,33 +16,16 @@ def get_config():
   config.data.segment = 16384
   config.data.sources = 'synthetic:1.0'
 
-  gen = config.model.generator
-  gen.channels = 8
-  gen.attention_heads = 2
-  gen.attention_head_dim = 16
-  gen.fourier_features = 16
-  gen.modulation_features = 64
-  gen.groups = 4
-
-  cond = config.model.conditioner
-  cond.channels = 8
-  cond.groups = 4
-  cond.attention_heads = 2
-  cond.attention_head_dim = 16
-  cond.transformer_layers = 2
-  cond.transformer_dim = 64
-  cond.transformer_heads = 4
+  config.model.generator.update(channels=8, groups=4, attention_heads=2, attention_head_dim=16, fourier_features=16,
+                                modulation_features=64)
+  config.model.conditioner.update(channels=8, groups=4, attention_heads=2, attention_head_dim=16,
+                                  transformer_layers=2, transformer_dim=64, transformer_heads=4)
 
   config.sampler.steps = 20
   config.sampler.chunk = 65536  # 3 s at 22.05 kHz.
 
-  config.train.batch_size = 8
-  config.train.num_steps = 2000
-  config.train.log_every = 50
-  config.train.checkpoint_every = 500
-  config.train.eval_every = 500
-  config.train.eval_batches = 2
-  config.train.ema_decay = 0.99
+  config.train.update(batch_size=8, num_steps=2000, log_every=50, checkpoint_every=500, eval_every=500,
+                      eval_batches=2, ema_decay=0.99)
   config.optim.peak_lr = 1e-3
   config.optim.warmup_steps = 100
 

@@ -42,9 +42,5 @@ def get_config():
   config.sampler.cutoff_hz = 2000.0
   config.sampler.num_samples = 4
 
-  config.train.num_steps = 450
-  config.train.ema_decay = 0.98
-  config.train.log_every = 25
-  config.train.checkpoint_every = 150
-  config.train.eval_every = 150
+  config.train.update(num_steps=450, ema_decay=0.98, log_every=25, checkpoint_every=150, eval_every=150)
   return config

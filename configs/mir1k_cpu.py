@@ -30,11 +30,7 @@ def get_config():
   config.sampler.steps = 50
   config.sampler.num_samples = 1
 
-  config.train.num_steps = 900
-  config.train.ema_decay = 0.99
-  config.train.log_every = 50
-  config.train.checkpoint_every = 300
-  config.train.eval_every = 300
+  config.train.update(num_steps=900, ema_decay=0.99, log_every=50, checkpoint_every=300, eval_every=300)
   config.optim.warmup_steps = 100
 
   config.eval.dataset = 'mir1k'

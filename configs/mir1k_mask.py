@@ -23,13 +23,7 @@ def get_config():
   config.sampler.chunk = 48128  # 3.01 s, a multiple of the hop.
   config.sampler.num_samples = 1
 
-  config.train.batch_size = 16
-  config.train.num_steps = 8500
-  config.train.ema_decay = 0.999
-  config.train.log_every = 100
-  config.train.checkpoint_every = 500
-  config.train.eval_every = 500
-  config.optim.peak_lr = 1e-3
-  config.optim.warmup_steps = 200
-  config.optim.weight_decay = 1e-5
+  config.train.update(batch_size=16, num_steps=8500, ema_decay=0.999, log_every=100, checkpoint_every=500,
+                      eval_every=500)
+  config.optim.update(peak_lr=1e-3, warmup_steps=200, weight_decay=1e-5)
   return config

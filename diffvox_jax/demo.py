@@ -49,50 +49,18 @@ TEST_SPLIT = 'test'
 SCORES_FORMAT = 1
 
 
-@dataclasses.dataclass(frozen=True)
 class DemoPaths:
-  """Where the demo puts everything under its output folder."""
+  """Where the demo puts everything under its output folder `out`."""
 
-  out: pathlib.Path
-
-  @property
-  def data(self) -> pathlib.Path:
-    return self.out / 'data'
-
-  @property
-  def run(self) -> pathlib.Path:
-    return self.out / 'run'
-
-  @property
-  def mixtures(self) -> pathlib.Path:
-    return self.out / 'held_out' / 'mixtures'
-
-  @property
-  def true_vocals(self) -> pathlib.Path:
-    return self.out / 'held_out' / 'true_vocals'
-
-  @property
-  def separated(self) -> pathlib.Path:
-    return self.out / 'separated'
-
-  @property
-  def scores(self) -> pathlib.Path:
-    return self.out / 'scores.json'
+  def __init__(self, out: str | os.PathLike):
+    self.out = out = pathlib.Path(out)
+    self.data, self.run, self.separated = out / 'data', out / 'run', out / 'separated'
+    self.mixtures, self.true_vocals = out / 'held_out' / 'mixtures', out / 'held_out' / 'true_vocals'
+    self.scores, self.training_loss = out / 'scores.json', out / 'training_loss.png'
+    self.report, self.page = out / 'report.md', out / 'index.html'
 
   def spectrograms(self, song: str) -> pathlib.Path:
     return self.out / 'figures' / f'{song}.png'
-
-  @property
-  def training_loss(self) -> pathlib.Path:
-    return self.out / 'training_loss.png'
-
-  @property
-  def report(self) -> pathlib.Path:
-    return self.out / 'report.md'
-
-  @property
-  def page(self) -> pathlib.Path:
-    return self.out / 'index.html'
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,14 @@ def sampler_overrides() -> dict[str, Any]:
   return {field: FLAGS[flag].value for flag, field in SAMPLER_FLAGS if FLAGS[flag].value is not None}
 
 
+def evaluation_options() -> dict[str, Any]:
+  """The evaluation flags as the keyword arguments of `evaluate.evaluate_split` (and the experiments' wrappers):
+  `dataset, split, data_dir, runs, max_tracks, museval, with_baselines, workers`."""
+  return {'dataset': FLAGS.dataset, 'split': FLAGS.split, 'data_dir': FLAGS['data-dir'].value, 'runs': FLAGS.runs,
+          'max_tracks': FLAGS['max-tracks'].value, 'museval': FLAGS.museval, 'with_baselines': FLAGS.baselines,
+          'workers': FLAGS.workers}
+
+
 def define_evaluation_flags(museval_default: bool | None = None) -> None:
   """Where to evaluate and how: `--dataset --split --data-dir --runs --max-tracks --museval --workers --baselines
   --out` (`museval_default` None: the config's eval.museval)."""

@@ -267,28 +267,34 @@ def define_flags() -> None:
   flags.DEFINE_string('plot-x', None, 'plot uSDR median against this swept field (results.png).')
 
 
+def output_folder(argv: Sequence[str], program: str, ready: bool, requirement: str) -> pathlib.Path:
+  """`--out` as a path, after a one-line exit for stray arguments or for missing flags (`ready` False, the message
+  `requirement`)."""
+  if len(argv) > 1:
+    sys.exit(f'{program}: unexpected arguments: {" ".join(argv[1:])}')
+  if not ready:
+    sys.exit(f'{program}: {requirement}')
+  return pathlib.Path(flags.FLAGS.out)
+
+
 def main(argv: Sequence[str]) -> None:
   FLAGS = flags.FLAGS
-  if len(argv) > 1:
-    sys.exit(f'sweep: unexpected arguments: {" ".join(argv[1:])}')
-  if not FLAGS.out or bool(FLAGS.sweep) == bool(FLAGS.set):
-    sys.exit('sweep: --out and exactly one of --sweep FILE or --set field=values are required')
-  out = pathlib.Path(FLAGS.out)
+  out = output_folder(argv, 'sweep', bool(FLAGS.out) and bool(FLAGS.sweep) != bool(FLAGS.set),
+                      '--out and exactly one of --sweep FILE or --set field=values are required')
   try:
     sweep = load_sweep(FLAGS.sweep) if FLAGS.sweep else sweep_from_sets(FLAGS.set, FLAGS.mode)
-    options = dict(data_dir=FLAGS['data-dir'].value, runs=FLAGS.runs, max_tracks=FLAGS['max-tracks'].value,
-                   museval=FLAGS.museval, workers=FLAGS.workers)
+    options = flag_groups.evaluation_options()
     if FLAGS.action == 'evaluate':
       if not FLAGS.checkpoint:
         sys.exit('sweep: --action evaluate needs --checkpoint')
-      base, run_point = evaluate_action(FLAGS.checkpoint, dataset=FLAGS.dataset, split=FLAGS.split,
-                                        with_baselines=FLAGS.baselines, baseline_dir=out / 'baselines', **options)
+      base, run_point = evaluate_action(FLAGS.checkpoint, baseline_dir=out / 'baselines', **options)
       config_lib.apply_overrides(base, FLAGS.override)
     else:
       if not FLAGS.config:
         sys.exit('sweep: --action train needs --config')
       base = config_lib.load_config(FLAGS.config, FLAGS.override)
-      run_point = train_action(dataset=FLAGS.dataset, split=FLAGS.split or base.eval.split, **options)
+      del options['with_baselines']  # a trained point is scored with the baselines once per audio format
+      run_point = train_action(**{**options, 'split': options['split'] or base.eval.split})
     rows = run_sweep(sweep, base, run_point, out, on_point=lambda rows: write_tables(
         out, sweep, rows, baseline_numbers(rows), FLAGS['plot-x'].value))
   except (ValueError, TypeError, OSError) as error:

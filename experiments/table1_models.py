@@ -38,7 +38,7 @@ from absl import app, flags
 from diffvox_jax import config as config_lib
 from diffvox_jax import evaluate, files, flag_groups, inference, results
 from diffvox_jax.data import builders
-from experiments import paper
+from experiments import paper, sweep
 
 HEADERS = ['Model', 'Generative?', 'T', '#Params', 'Extra data', 'SDR (paper)', 'uSDR median (ours)',
            'over runs: mean ± std', 'SIR (paper)', 'SIR median (ours)']
@@ -152,16 +152,11 @@ def define_flags() -> None:
 
 def main(argv: Sequence[str]) -> None:
   FLAGS = flags.FLAGS
-  if len(argv) > 1:
-    sys.exit(f'table1: unexpected arguments: {" ".join(argv[1:])}')
-  if not FLAGS.model or not FLAGS.out:
-    sys.exit('table1: at least one --model LABEL=CHECKPOINT and --out are required')
-  out = pathlib.Path(FLAGS.out)
+  out = sweep.output_folder(argv, 'table1', bool(FLAGS.model and FLAGS.out),
+                            'at least one --model LABEL=CHECKPOINT and --out are required')
   try:
-    entries = evaluate_models(parse_models(FLAGS.model), out, dataset=FLAGS.dataset, split=FLAGS.split,
-                              data_dir=FLAGS['data-dir'].value, runs=FLAGS.runs, max_tracks=FLAGS['max-tracks'].value,
-                              museval=FLAGS.museval, with_baselines=FLAGS.baselines,
-                              sampler_overrides=flag_groups.sampler_overrides(), workers=FLAGS.workers)
+    entries = evaluate_models(parse_models(FLAGS.model), out, sampler_overrides=flag_groups.sampler_overrides(),
+                              **flag_groups.evaluation_options())
     write_table1(out, entries)
   except (ValueError, TypeError, OSError) as error:
     sys.exit(f'table1: {error}')

@@ -121,17 +121,11 @@ def define_flags() -> None:
 
 def main(argv: Sequence[str]) -> None:
   FLAGS = flags.FLAGS
-  if len(argv) > 1:
-    sys.exit(f'table2: unexpected arguments: {" ".join(argv[1:])}')
-  if not FLAGS.checkpoint or not FLAGS.out:
-    sys.exit('table2: --checkpoint and --out are required')
-  out = pathlib.Path(FLAGS.out)
+  out = sweep.output_folder(argv, 'table2', bool(FLAGS.checkpoint and FLAGS.out), '--checkpoint and --out are required')
   try:
     grid = table2_sweep(FLAGS.full, [int(s) for s in FLAGS.steps or ()])
-    base, run_point = sweep.evaluate_action(
-        FLAGS.checkpoint, dataset=FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS['data-dir'].value,
-        runs=FLAGS.runs, max_tracks=FLAGS['max-tracks'].value, museval=FLAGS.museval,
-        with_baselines=FLAGS.baselines, baseline_dir=out / 'baselines', workers=FLAGS.workers)
+    base, run_point = sweep.evaluate_action(FLAGS.checkpoint, baseline_dir=out / 'baselines',
+                                            **flag_groups.evaluation_options())
     sweep.run_sweep(grid, base, run_point, out, on_point=lambda rows: write_table2(out, grid, rows))
   except (ValueError, TypeError, OSError) as error:
     sys.exit(f'table2: {error}')

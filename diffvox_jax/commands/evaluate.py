@@ -57,10 +57,8 @@ def main(argv: list[str]) -> None:
     common.fail(str(error))
   try:
     summary = evaluate.evaluate_split(
-        config, params, FLAGS.out, dataset=FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS['data-dir'].value,
-        max_tracks=FLAGS['max-tracks'].value, runs=FLAGS.runs, museval=FLAGS.museval,
-        with_baselines=FLAGS.baselines, label=FLAGS.label or pathlib.Path(FLAGS.checkpoint).resolve().name,
-        checkpoint=str(pathlib.Path(FLAGS.checkpoint).resolve()), workers=FLAGS.workers)
+        config, params, FLAGS.out, label=FLAGS.label or pathlib.Path(FLAGS.checkpoint).resolve().name,
+        checkpoint=str(pathlib.Path(FLAGS.checkpoint).resolve()), **flag_groups.evaluation_options())
     examples = evaluate.listening_examples(config, params, summary, FLAGS.out, data_dir=FLAGS['data-dir'].value)
     page = pages.evaluation_page(pathlib.Path(FLAGS.out), summary, examples)
   except (ValueError, OSError) as error:
