@@ -3,7 +3,8 @@
 Each command module defines `define_flags()` (absl flags, with `--config` as an ml-collections config file so
 that `--config.section.field=value` overrides work) and `main(argv)`; its docstring is its help (first line: what
 it does; indented lines: examples; the next paragraph: the description), and optional `USAGE` (the arguments after
-the command) and `FLAG_GROUPS` (`((title, (flag, ...)), ...)`) shape `diffvox <command> --help`. Only the chosen
+the command) and `FLAG_GROUPS` (`((title, (flag, ...)), ...)`) shape `diffvox <command> --help`; `DEFAULT_CONFIG`
+names the config used when the command line gives no `--config`. Only the chosen
 command's flags are defined, so commands never clash.
 
 Conventions every command follows: quiet by default (library logging at warning; `--verbose` for info), a
@@ -59,6 +60,15 @@ def resolve_config_argument(args: list[str]) -> list[str]:
     except ConfigError as error:
       fail(str(error))
   return resolved
+
+
+def with_default_config(module, args: list[str]) -> list[str]:
+  """`args` with `--config <module.DEFAULT_CONFIG>` first when the command has a default config and `args` name
+  none (ml-collections applies `--config.` overrides only to a config named on the command line)."""
+  default = getattr(module, 'DEFAULT_CONFIG', None)
+  if default is None or any(arg == '--config' or arg.startswith('--config=') for arg in args):
+    return args
+  return ['--config', default, *args]
 
 
 def wants_help(args: list[str]) -> bool:
@@ -153,7 +163,8 @@ def run(name: str, args: list[str]) -> None:
     module.main(argv)
 
   try:
-    app.run(main, argv=[f'diffvox {name}'] + resolve_config_argument(args), flags_parser=parse_flags)
+    app.run(main, argv=[f'diffvox {name}'] + resolve_config_argument(with_default_config(module, args)),
+            flags_parser=parse_flags)
   except KeyboardInterrupt:  # Ctrl-C, at start-up or in the command: one line (writers clean up on the way out).
     fail('interrupted', code=INTERRUPTED)
 

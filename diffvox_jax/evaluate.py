@@ -286,16 +286,21 @@ class Example:
 
 
 def pick_examples(usdr: dict[str, float]) -> list[tuple[str, str]]:
-  """`(label, track)` of the best, median and worst track by `usdr` (`{track: dB}`), each track once."""
+  """`(label, track)` of the best, median and worst track by `usdr` (`{track: dB}`), each track once (the best
+  and the worst win over the median when there are fewer than three tracks)."""
   ranked = sorted(usdr, key=lambda name: -usdr[name])
-  picks = [('best', ranked[0]), ('median', ranked[len(ranked) // 2]), ('worst', ranked[-1])]
-  return [(label, name) for index, (label, name) in enumerate(picks) if name not in [n for _, n in picks[:index]]]
+  picks = {ranked[0]: 'best'}
+  picks.setdefault(ranked[-1], 'worst')
+  picks.setdefault(ranked[len(ranked) // 2], 'median')
+  order = ('best', 'median', 'worst')
+  return sorted(((label, name) for name, label in picks.items()), key=lambda pick: order.index(pick[0]))
 
 
 def listening_examples(config: ml_collections.ConfigDict, params: Any, summary: dict, out_dir: str | pathlib.Path,
                        *, data_dir: str | None = None) -> list[Example]:
   """Separates the best, median and worst track of an evaluation again (run 0's key, so the estimate is the one
-  scored) and writes `out_dir/listen/<track>/{mixture,estimate,vocals}.wav` and the spectrograms beside them."""
+  scored) and writes `out_dir/listen/<track>/{mixture,estimate,vocals}.wav` and the spectrograms beside them (float
+  wav: the samples as scored)."""
   from diffvox_jax import audio, plots  # matplotlib and the writers only when a page is asked for
 
   usdr = {name: values['usdr'] for name, values in results.per_track(summary['systems']['model'],
@@ -307,10 +312,11 @@ def listening_examples(config: ml_collections.ConfigDict, params: Any, summary: 
     if track.name not in picks:
       continue
     folder = pathlib.Path(out_dir) / 'listen' / results.track_filename(track.name)
+    folder.mkdir(parents=True, exist_ok=True)
     estimate = system.estimate(track, 0)
     paths = {'mixture': track.mixture, 'estimate': estimate, 'vocals': track.vocals}
     for name, signal in paths.items():
-      audio.write_audio(folder / f'{name}.wav', signal, track.sample_rate)
+      audio.write_audio(folder / f'{name}.wav', signal, track.sample_rate, bits='32f')  # as scored: no clipping
     figure = plots.plot_spectrograms([('mixture', track.mixture), ('estimated vocals', estimate),
                                       ('true vocals', track.vocals)], track.sample_rate, folder / 'spectrograms.png',
                                      title=f'{track.name}: {summary["systems"]["model"]["label"]}')

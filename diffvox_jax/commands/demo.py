@@ -20,10 +20,11 @@ from diffvox_jax.commands import common
 from diffvox_jax.train import loop
 
 FLAGS = flags.FLAGS
+DEFAULT_CONFIG = demo.DEMO_CONFIG  # `--config` when none is given (cli.with_default_config)
 
 
 def define_flags() -> None:
-  common.define_config_flag(default=str(config_lib.resolve_config_path(demo.DEMO_CONFIG)))
+  common.define_config_flag()
   flags.DEFINE_string('out', 'demo_out', 'output folder (dataset, run, separated audio, figures, report).')
   flags.DEFINE_integer('num-songs', demo.NUM_SONGS, 'synthetic songs to render (the last tenth are held out).',
                        lower_bound=3)

@@ -298,7 +298,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   write_resolved_config(workdir, config)
 
   init_rng, train_rng, eval_rng = run_keys(config.seed)
-  train_rng = jax.device_put(train_rng, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))  # once
   manager = checkpoint_lib.make_manager(workdir, keep=train.keep_checkpoints)
   restored = checkpoint_lib.restore_checkpoint(manager, parallel.abstract_sharded_state(model, config, mesh))
   if restored is None:
