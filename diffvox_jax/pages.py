@@ -16,7 +16,7 @@ import pathlib
 import urllib.parse
 from collections.abc import Sequence
 
-from diffvox_jax import files
+from diffvox_jax import files, results
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
@@ -150,8 +150,6 @@ def separation_page(out: pathlib.Path, separated: Sequence[tuple[pathlib.Path, s
 def evaluation_page(out_dir: pathlib.Path, summary: dict, examples: Sequence) -> pathlib.Path:
   """`out_dir/index.html` for `diffvox evaluate`: the summary table, a sortable per-track table of every system's
   uSDR (and the model's SDR, SIR, SAR) and players for `examples` (`evaluate.Example`: best, median, worst)."""
-  from diffvox_jax import results
-
   systems = summary['systems']
   def number(value: float | None) -> float:
     return float('nan') if value is None else value
