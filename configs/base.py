@@ -166,6 +166,10 @@ def get_config() -> ml_collections.ConfigDict:
   train.eval_batches = 8
   train.eval_audio_clips = 2  # validation crops separated every eval_every steps (TensorBoard audio, best/); 0 = off.
   train.distributed = False  # call jax.distributed.initialize() (multi-host TPU pods / GPU clusters).
+  # Persistent XLA compilation cache of `diffvox train`, so a restarted or preempted run skips compiling:
+  # 'workdir' = WORKDIR/xla_cache, or a folder (gs:// works), or '' for none. JAX_COMPILATION_CACHE_DIR, when set,
+  # wins (one cache shared by several runs).
+  train.compilation_cache = 'workdir'
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.peak_lr = 2e-4  # [?] open-universe's value.

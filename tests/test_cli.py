@@ -265,3 +265,17 @@ def test_the_readme_python_example_runs(env, tmp_path):
   for stem in ('vocals', 'instrumental'):
     info = sf.info(tmp_path / 'separated' / 'song' / f'{stem}.flac')
     assert (info.samplerate, info.channels, info.frames) == (44100, 2, 3 * 44100)
+
+
+def test_train_puts_the_compilation_cache_in_the_workdir_unless_jax_is_told_where(monkeypatch, tmp_path):
+  from diffvox_jax.commands import train
+
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
+  config = load_config('cpu_tiny')
+  assert train.compilation_cache_dir(config, str(tmp_path)) == str(tmp_path / 'xla_cache')
+  config.train.compilation_cache = 'gs://bucket/xla'
+  assert train.compilation_cache_dir(config, str(tmp_path)) == 'gs://bucket/xla'
+  config.train.compilation_cache = ''
+  assert train.compilation_cache_dir(config, str(tmp_path)) is None
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path / 'shared'))
+  assert train.compilation_cache_dir(load_config('cpu_tiny'), str(tmp_path)) is None  # JAX's setting stands

@@ -7,6 +7,7 @@ Every process shares one persistent XLA compilation cache, so only the first one
 import json
 import os
 import pathlib
+import re
 import signal
 import struct
 import subprocess
@@ -99,21 +100,59 @@ for _ in range(config.train.num_steps):
 print(json.dumps(history))
 '''
 
-# One host of a two-process run on loopback (gloo collectives), one CPU device each, stand-in model.
+# One host of a two-process run on loopback (gloo collectives), two CPU devices each, stand-in model. Modes:
+# 'train' runs to the end; 'paced' makes host 0 slow from its 3rd batch on (touching `marker`: the test sends it
+# SIGTERM); 'no_data' gives host 1 a missing data folder. Exits like `diffvox train`.
 MULTI_HOST_TRAINER = '''
-import sys
+import pathlib, sys, time
 import jax
 jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-process_id, port, workdir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+process_id, port, workdir, mode, marker = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[5], sys.argv[6]
 jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}', num_processes=2, process_id=process_id)
 sys.path.insert(0, sys.argv[4])
 from stand_ins import StandInModel, StandInStream, tiny_config
-from diffvox_jax.train import loop
+from diffvox_jax.train import loop, parallel
+
+
+class Paced(StandInStream):
+  def __next__(self):
+    if self.index >= 2:
+      pathlib.Path(marker).touch()
+      time.sleep(1.0)
+    return super().__next__()
+
 
 # Host i feeds examples i*2, i*2+1 of each global batch of 4 (see `global_batches` in the test).
-stream = StandInStream(batch=2, host=process_id)
-loop.train_and_evaluate(tiny_config('train.num_steps=2', 'train.checkpoint_every=2'), workdir, model=StandInModel(),
-                        train_data=stream)
+stream = (Paced if mode == 'paced' and process_id == 0 else StandInStream)(batch=2, host=process_id)
+if mode == 'no_data' and process_id == 1:
+  stream = None
+config = tiny_config('train.num_steps=6', 'train.checkpoint_every=2', 'train.stop_poll_every=1',
+                     f'data.data_dir={workdir}/missing')
+try:
+  loop.train_and_evaluate(config, workdir, model=StandInModel(), train_data=stream)
+except loop.TrainingInterrupted as error:
+  print(error, file=sys.stderr)
+  sys.exit(128 + error.signum)
+except (FileNotFoundError, parallel.StartupFailed) as error:
+  print(error, file=sys.stderr)
+  sys.exit(3)
+'''
+
+# The same 6 global batches of the two hosts, one process with 4 devices: prints the parameter leaves' sums.
+FOUR_DEVICE_REFERENCE = '''
+import json, sys
+import numpy as np
+import jax
+sys.path.insert(0, sys.argv[1])
+from stand_ins import StandInStream, run_steps
+
+hosts = [StandInStream(batch=2, host=0), StandInStream(batch=2, host=1)]
+global_batches = []
+for _ in range(6):
+  parts = [next(stream) for stream in hosts]
+  global_batches.append({key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
+state, _ = run_steps(global_batches, devices=4, overrides=('train.num_steps=6', 'train.checkpoint_every=2'))
+np.savez(sys.argv[2], *jax.tree.leaves(state.params))
 '''
 
 
@@ -282,7 +321,7 @@ def test_sigterm_saves_a_complete_checkpoint_before_exiting(tmp_path, overrides,
   assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
   step = inference.latest_step(workdir)
   assert f'stopped by SIGTERM at step {step}; checkpoint saved' in stderr
-  assert 4 < step < NUM_STEPS  # stopped early, after the step it was in
+  assert 4 <= step < NUM_STEPS  # stopped early, after the step it was in (the 5th batch is fetched during step 4)
   saved = read_checkpoint(workdir, step)  # every item restores
   assert int(saved['optimizer']['step']) == step
   assert list(saved['iterator_files']) == ['process_0-of-1.json']
@@ -305,29 +344,58 @@ def test_loss_decreases_when_overfitting_one_batch(tmp_path, overrides, compile_
   assert last < 0.8 * first, [h['loss'] for h in history]
 
 
-def test_two_hosts_train_and_checkpoint_like_one_host_with_two_devices(tmp_path, compile_cache):
-  from stand_ins import StandInStream, run_steps
-
-  workdir, port = tmp_path / 'multi', str(20000 + os.getpid() % 20000)
-  script = tmp_path / 'multi_host.py'
+def start_hosts(tmp_path, cache, workdir, mode: str) -> list[subprocess.Popen]:
+  script, port = tmp_path / 'multi_host.py', str(20000 + (os.getpid() + len(mode)) % 20000)
   script.write_text(MULTI_HOST_TRAINER)
-  env = dict(subprocess_env(compile_cache), XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  processes = [subprocess.Popen([sys.executable, str(script), str(i), port, str(workdir), str(TESTS)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) for i in range(2)]
+  return [subprocess.Popen([sys.executable, str(script), str(i), port, str(workdir), str(TESTS), mode,
+                            str(tmp_path / 'paused')], env=subprocess_env(cache), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, cwd=REPO) for i in range(2)]
+
+
+def finish(processes: list[subprocess.Popen]) -> list[tuple[int, str]]:
+  """(exit status, stderr) of each process once it has ended."""
+  outcomes = []
   for process in processes:
     _, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr[-3000:]
-  saved = read_checkpoint(workdir, 2)
-  assert sorted(saved['iterator_files']) == ['process_0-of-2.json', 'process_1-of-2.json']
-  # The same global batches on one host with two devices.
-  hosts = [StandInStream(batch=2, host=0), StandInStream(batch=2, host=1)]
-  global_batches = []
-  for _ in range(2):
-    parts = [next(stream) for stream in hosts]
-    global_batches.append({key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
-  single, _ = run_steps(global_batches, devices=2, overrides=('train.num_steps=2', 'train.checkpoint_every=2'))
-  for leaf_multi, leaf_single in zip(jax.tree.leaves(saved['params']), jax.tree.leaves(single.params), strict=True):
-    np.testing.assert_allclose(leaf_multi, leaf_single, rtol=1e-5, atol=1e-7)
+    outcomes.append((process.returncode, stderr))
+  return outcomes
+
+
+def test_two_hosts_of_two_devices_stop_resume_and_train_like_one_host_with_four(tmp_path, compile_cache):
+  workdir = tmp_path / 'multi'
+  processes = start_hosts(tmp_path, compile_cache, workdir, 'paced')
+  wait_for((tmp_path / 'paused').exists, processes[0], 'the 3rd batch of host 0')
+  processes[0].send_signal(signal.SIGTERM)  # one host only: they agree to stop at the same step
+  outcomes = finish(processes)
+  stopped = [re.search(r'stopped by SIGTERM at step (\d+)', stderr) for _, stderr in outcomes]
+  assert [code for code, _ in outcomes] == [128 + signal.SIGTERM] * 2, outcomes
+  assert stopped[0] and stopped[1] and stopped[0][1] == stopped[1][1], outcomes
+  step = int(stopped[0][1])
+  assert 2 <= step < 6 and inference.latest_step(workdir) == step
+  assert sorted(read_checkpoint(workdir, step)['iterator_files']) == ['process_0-of-2.json', 'process_1-of-2.json']
+
+  resumed = finish(start_hosts(tmp_path, compile_cache, workdir, 'train'))  # on both
+  assert [code for code, _ in resumed] == [0, 0], resumed
+  assert f'resuming at step {step}' in resumed[0][1]  # process 0 reports
+  reference = tmp_path / 'reference.npz'
+  script = tmp_path / 'reference.py'
+  script.write_text(FOUR_DEVICE_REFERENCE)
+  env = dict(subprocess_env(compile_cache), XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  result = subprocess.run([sys.executable, str(script), str(TESTS), str(reference)], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  single = np.load(reference)
+  multi = jax.tree.leaves(read_checkpoint(workdir, 6)['params'])
+  assert len(multi) == len(single.files) > 0
+  for index, leaf in enumerate(multi):
+    np.testing.assert_allclose(leaf, single[f'arr_{index}'], rtol=1e-5, atol=1e-7)
+
+
+def test_a_host_failing_at_start_up_stops_both_with_its_message(tmp_path, compile_cache):
+  outcomes = finish(start_hosts(tmp_path, compile_cache, tmp_path / 'failing', 'no_data'))
+  assert [code for code, _ in outcomes] == [3, 3], outcomes
+  assert 'missing does not exist' in outcomes[1][1]
+  assert 'process 1 failed at start-up: data directory' in outcomes[0][1], outcomes[0][1][-3000:]
 
 
 def test_device_check_trains_on_the_minutes_left_and_exports_the_ema_weights(tmp_path, overrides, compile_cache,

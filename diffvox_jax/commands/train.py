@@ -9,8 +9,11 @@ A non-finite loss stops the run (exit status 1) and keeps the last good checkpoi
 `--config.train.distributed=True` and start the same command on every host.
 """
 
+import os
 import pathlib
 
+import jax
+import ml_collections
 from absl import flags
 
 from diffvox_jax import config as config_lib
@@ -28,6 +31,16 @@ def define_flags() -> None:
                       'a checkpoint.')
 
 
+def compilation_cache_dir(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+  """Where `train.compilation_cache` puts the persistent XLA cache (None: JAX's own setting stands)."""
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return None
+  setting = config.train.get('compilation_cache', '')
+  if setting == 'workdir':
+    return os.path.join(os.path.expanduser(workdir), 'xla_cache')
+  return setting or None
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     common.fail(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -39,9 +52,13 @@ def main(argv: list[str]) -> None:
   else:
     config = common.validated_config()
   parallel.initialize_distributed(config)
+  cache = compilation_cache_dir(config, FLAGS.workdir)
+  if cache:
+    jax.config.update('jax_compilation_cache_dir', cache)
   try:
     loop.train_and_evaluate(config, FLAGS.workdir)
-  except (FileNotFoundError, config_lib.ConfigError, inference.CheckpointError, DatasetError) as error:
+  except (FileNotFoundError, config_lib.ConfigError, inference.CheckpointError, DatasetError,
+          parallel.StartupFailed) as error:
     common.fail(str(error))
   except loop.TrainingDiverged as error:
     common.fail(str(error), code=1)

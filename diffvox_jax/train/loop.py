@@ -283,6 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     TrainingDiverged: a non-finite loss; nothing is saved for that state.
     TrainingInterrupted: SIGTERM/SIGINT; a checkpoint of the last completed step was saved first.
     FileNotFoundError: the data directory is missing.
+    parallel.StartupFailed: another process failed to open its data (its message).
   """
   workdir = pathlib.Path(workdir).expanduser().absolute()
   train = config.train
@@ -292,9 +293,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     from diffvox_jax.models import build_model
 
     model = build_model(config)
-  train_data = default_train_data(config) if train_data is None else train_data
-  if eval_data is None and train.eval_every > 0 and train.eval_batches > 0:
-    eval_data = default_eval_data(config)
+
+  def open_data():
+    train_stream = default_train_data(config) if train_data is None else train_data
+    validation_batches = eval_data
+    if validation_batches is None and train.eval_every > 0 and train.eval_batches > 0:
+      validation_batches = default_eval_data(config)
+    return train_stream, validation_batches
+
+  train_data, eval_data = parallel.agree_on_start(open_data)  # before any collective: a failed host stops all
   write_resolved_config(workdir, config)
 
   init_rng, train_rng, eval_rng = run_keys(config.seed)
@@ -324,15 +331,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       pending = None
       reporter.dispatch(first_step, jax.device_get(metrics), last_saved)
 
+  def fetch(first_step: int) -> tuple[int, dict[str, jax.Array], Any] | None:
+    """The dispatch after `first_step` on the devices: (steps, global batches, iterator state after them)."""
+    if first_step >= train.num_steps:
+      return None
+    size = dispatch_size(first_step, config)
+    batches = parallel.stack_and_shard([next(train_data) for _ in range(size)], mesh)
+    return size, batches, train_data.get_state()
+
+  train_rng = parallel.replicate(train_rng, mesh)  # on the devices once, not with every dispatch
   loop_start = time.perf_counter()
   try:
     with StopSignals() as stop_signals:
+      ahead = fetch(step)
       while step < train.num_steps:
-        size = dispatch_size(step, config)
-        batches = parallel.stack_and_shard([next(train_data) for _ in range(size)], mesh)
+        size, batches, iterator_state = ahead
         state, metrics = multi_step(state, batches, train_rng)
-        iterator_state = train_data.get_state()
-        report_pending()  # the previous dispatch, while this one computes
+        ahead = fetch(step + size)  # the next batches go to the devices while this dispatch computes
+        report_pending()  # the previous dispatch, also while this one computes
         pending, previous, step = (step, metrics), step, step + size
         reporter.progress.update(size)
         if reporter.timed_from is None:  # the first dispatch includes compilation

@@ -13,11 +13,13 @@ own `(steps, batch / process_count, ...)` slice, assembled into one global array
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import TypeVar
 
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -26,6 +28,12 @@ from diffvox_jax.train import step as step_lib
 from diffvox_jax.train.state import TrainState, create_train_state
 
 AXIS = 'data'
+MESSAGE_BYTES = 1024  # of a start-up failure, as the other processes see it
+T = TypeVar('T')
+
+
+class StartupFailed(RuntimeError):
+  """Another process failed at start-up; the message is its error."""
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -35,6 +43,34 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> None:
   """
   if config.train.distributed:
     jax.distributed.initialize()
+
+
+def agree_on_start(start: Callable[[], T]) -> T:
+  """Runs this process's start-up `start()` (opening its data, say), then agrees on the outcome with every other
+  process before any of them enters a collective that a failed process would never join.
+
+  Where `start` raised, its error is re-raised; on every other process StartupFailed names the first failed
+  process and its message. One process: just `start()`.
+  """
+  if jax.process_count() == 1:
+    return start()
+  failure: Exception | None = None
+  try:
+    result = start()
+  except Exception as error:  # re-raised below, after the other processes have heard of it
+    failure, result = error, None
+  message = np.zeros(MESSAGE_BYTES, np.uint8)
+  if failure is not None:
+    text = (str(failure) or type(failure).__name__).encode()[:MESSAGE_BYTES - 1] or b'?'
+    message[:len(text)] = np.frombuffer(text, np.uint8)
+  messages = np.asarray(multihost_utils.process_allgather(message))
+  if failure is not None:
+    raise failure
+  failed = np.flatnonzero(messages.any(axis=1))
+  if failed.size:
+    text = messages[failed[0]].tobytes().rstrip(b'\0').decode(errors='replace')
+    raise StartupFailed(f'process {failed[0]} failed at start-up: {text}')
+  return result
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -106,6 +142,12 @@ def make_parallel_eval_step(model: nn.Module, config: ml_collections.ConfigDict,
   sharded by `shard_batch`."""
   eval_step = step_lib.make_eval_step(model, config, axis_name=AXIS)
   return jax.jit(jax.shard_map(eval_step, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=P(), check_vma=False))
+
+
+def replicate(tree, mesh: Mesh):
+  """`tree` (the same values on every process) as arrays replicated over `mesh`: a jitted constant, which unlike
+  `device_put` also places onto devices of other processes."""
+  return jax.jit(lambda: tree, out_shardings=NamedSharding(mesh, P()))()
 
 
 def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh, spec: P | None = None) -> dict[str, jax.Array]:
