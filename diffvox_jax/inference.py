@@ -63,12 +63,12 @@ def default_checkpoint() -> pathlib.Path:
 
 def save_config(folder: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
   """Writes `folder/config.json` (the resolved config) atomically."""
-  files.write_atomically(pathlib.Path(folder) / CONFIG_FILE, config_lib.to_json(config).encode())
+  files.write_atomically(files.as_path(folder) / CONFIG_FILE, config_lib.to_json(config).encode())
 
 
 def read_config(folder: str | os.PathLike) -> ml_collections.ConfigDict:
   """Reads and validates `folder/config.json`."""
-  path = pathlib.Path(folder) / CONFIG_FILE
+  path = files.as_path(folder) / CONFIG_FILE
   if not path.is_file():
     raise CheckpointError(f'{path}: no such file (a workdir or exported model needs its config.json)')
   return config_lib.from_json(path.read_text())
@@ -76,24 +76,24 @@ def read_config(folder: str | os.PathLike) -> ml_collections.ConfigDict:
 
 def latest_step(workdir: str | os.PathLike) -> int | None:
   """The newest complete checkpoint step of a training workdir, or None."""
-  folder = pathlib.Path(workdir) / CHECKPOINT_DIR
+  folder = files.as_path(workdir) / CHECKPOINT_DIR
   if not folder.is_dir():
     return None
-  manager = ocp.CheckpointManager(epath.Path(folder).absolute(), options=ocp.CheckpointManagerOptions(create=False))
+  manager = ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(create=False))
   try:
     return manager.latest_step()
   finally:
     manager.close()
 
 
-def _restore_params(workdir: pathlib.Path, use_ema: bool) -> tuple[int, Any]:
+def _restore_params(workdir: epath.Path, use_ema: bool) -> tuple[int, Any]:
   """`(step, params)` of the newest checkpoint of `workdir` as numpy arrays, whatever devices wrote it (only that
   item is read: the optimizer and data-iterator state are left alone)."""
   step = latest_step(workdir)
   if step is None:
     raise CheckpointError(f'{workdir}: neither an exported model ({PARAMS_FILE}) nor a workdir with a complete '
                           f'checkpoint in {CHECKPOINT_DIR}/')
-  item = epath.Path(workdir).absolute() / CHECKPOINT_DIR / str(step) / ('ema_params' if use_ema else 'params')
+  item = files.as_path(workdir) / CHECKPOINT_DIR / str(step) / ('ema_params' if use_ema else 'params')
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   handler = ocp.StandardCheckpointHandler()
   try:
@@ -111,7 +111,7 @@ def load_for_inference(path: str | os.PathLike, use_ema: bool = True) -> tuple[m
 
   Params are nested dicts of numpy float32 arrays.
   """
-  folder = pathlib.Path(path).expanduser()
+  folder = files.as_path(path)
   config = read_config(folder)
   if (folder / PARAMS_FILE).is_file():
     return config, flax.serialization.msgpack_restore((folder / PARAMS_FILE).read_bytes())
@@ -137,7 +137,7 @@ def network_for_config(config: ml_collections.ConfigDict) -> sampler.Network:
 
 def export_params(out_dir: str | os.PathLike, config: ml_collections.ConfigDict, params: Any) -> None:
   """Writes an exported model folder: `out_dir/params.msgpack` and `out_dir/config.json`."""
-  out = pathlib.Path(out_dir).expanduser()
+  out = files.as_path(out_dir)
   files.write_atomically(out / PARAMS_FILE, flax.serialization.msgpack_serialize(params))
   save_config(out, config)
 
@@ -145,7 +145,7 @@ def export_params(out_dir: str | os.PathLike, config: ml_collections.ConfigDict,
 def export_for_inference(workdir: str | os.PathLike, out_dir: str | os.PathLike, use_ema: bool = True) -> int:
   """Writes `out_dir/config.json` and `out_dir/params.msgpack` from the newest checkpoint of `workdir`;
   returns the exported step."""
-  folder = pathlib.Path(workdir).expanduser()
+  folder = files.as_path(workdir)
   config = read_config(folder)
   step, params = _restore_params(folder, use_ema)
   export_params(out_dir, config, params)

@@ -345,3 +345,64 @@ def test_rematerialisation_gives_the_same_loss_and_gradients():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
   with pytest.raises(config_lib.ConfigError, match='model.remat'):
     config_lib.load_config('cpu_tiny', ("model.remat='save_everything_please'",))
+
+
+def test_a_gs_workdir_reaches_orbax_and_every_writer_unmangled(monkeypatch, tmp_path):
+  """`gs://bucket/run` with local stand-ins for Cloud Storage: an fsspec 'gs' filesystem (what epath uses for
+  gs:// without TensorFlow), a tensorboardX 'gs' writer, and orbax's manager opened on the local twin folder."""
+  import fsspec
+  import orbax.checkpoint as ocp
+  from fsspec.implementations.dirfs import DirFileSystem
+  from fsspec.implementations.local import LocalFileSystem
+  from tensorboardX import record_writer
+
+  bucket = tmp_path / 'bucket'
+  bucket.mkdir()
+
+  def local(uri: str) -> str:
+    assert uri.startswith('gs://bucket/'), uri
+    return str(tmp_path / uri[len('gs://'):])
+
+  class StandInStorage(DirFileSystem):
+    protocol, cachable = 'gs', False
+
+    def __init__(self, finalize_on_close=True, **kwargs):
+      del finalize_on_close  # a gcsfs option
+      super().__init__(path=str(tmp_path), fs=LocalFileSystem(), **kwargs)
+
+    def _join(self, path):  # epath hands it full URIs
+      strip = lambda p: p[len('gs://'):] if p.startswith('gs://') else p
+      return super()._join([strip(p) for p in path] if isinstance(path, list) else strip(path))
+
+  class StandInEvents:
+    def open(self, path):
+      os.makedirs(os.path.dirname(local(path)), exist_ok=True)
+      return open(local(path), 'wb')
+
+    def directory_check(self, path):
+      del path
+
+  from etils.epath import backend
+
+  for protocol in ('gs', 'gcs'):
+    fsspec.register_implementation(protocol, StandInStorage, clobber=True)
+  backend.fsspec_backend._get_filesystem.cache_clear()  # epath caches the filesystem per protocol
+  request_cleanup = backend.fsspec_backend._get_filesystem.cache_clear
+  monkeypatch.setitem(record_writer.REGISTERED_FACTORIES, 'gs', StandInEvents())
+  opened, real_manager = [], ocp.CheckpointManager
+  monkeypatch.setattr(ocp, 'CheckpointManager',
+                      lambda directory, **kwargs: opened.append(str(directory)) or real_manager(local(str(directory)),
+                                                                                                **kwargs))
+  workdir = 'gs://bucket/run'
+  config = tiny_config('train.num_steps=2', 'train.checkpoint_every=2')
+  loop.train_and_evaluate(config, workdir, model=StandInModel(), train_data=StandInStream())
+  assert opened and set(opened) == {'gs://bucket/run/checkpoints'}
+  run = bucket / 'run'
+  assert json.loads((run / inference.CONFIG_FILE).read_text())['train']['num_steps'] == 2
+  assert [record['step'] for record in map(json.loads, (run / loop.METRICS_FILE).read_text().splitlines())] == [1, 2]
+  assert list((run / 'tensorboard').glob('events.out.tfevents.*'))
+  assert inference.latest_step(workdir) == 2
+  inference.export_params('gs://bucket/export', config, {'w': np.ones(3, np.float32)})
+  assert (bucket / 'export' / inference.PARAMS_FILE).is_file()
+  assert inference.read_config('gs://bucket/export').train.num_steps == 2
+  request_cleanup()

@@ -10,14 +10,13 @@ A non-finite loss stops the run (exit status 1) and keeps the last good checkpoi
 """
 
 import os
-import pathlib
 
 import jax
 import ml_collections
 from absl import flags
 
 from diffvox_jax import config as config_lib
-from diffvox_jax import inference
+from diffvox_jax import files, inference
 from diffvox_jax.commands import common
 from diffvox_jax.data.builders import DatasetError
 from diffvox_jax.train import loop, parallel
@@ -37,7 +36,7 @@ def compilation_cache_dir(config: ml_collections.ConfigDict, workdir: str) -> st
     return None
   setting = config.train.get('compilation_cache', '')
   if setting == 'workdir':
-    return os.path.join(os.path.expanduser(workdir), 'xla_cache')
+    return os.fspath(files.as_path(workdir) / 'xla_cache')
   return setting or None
 
 
@@ -46,7 +45,7 @@ def main(argv: list[str]) -> None:
     common.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.workdir:
     common.fail('--workdir is required')
-  saved_config = pathlib.Path(FLAGS.workdir).expanduser() / inference.CONFIG_FILE
+  saved_config = files.as_path(FLAGS.workdir) / inference.CONFIG_FILE
   if FLAGS.config is None and saved_config.is_file():
     config = inference.read_config(saved_config.parent)
   else:

@@ -22,6 +22,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from diffvox_jax import files
 from diffvox_jax.inference import CHECKPOINT_DIR, CheckpointError
 from diffvox_jax.train.state import TrainState
 
@@ -82,7 +83,7 @@ def make_manager(workdir: str | os.PathLike, keep: int | None = None, create: bo
   handlers = {name: ocp.StandardCheckpointHandler() for name in STATE_ITEMS}
   handlers[ITERATOR_ITEM] = IteratorStateHandler()
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
-  return ocp.CheckpointManager(epath.Path(workdir).absolute() / CHECKPOINT_DIR, options=options,
+  return ocp.CheckpointManager(files.as_path(workdir) / CHECKPOINT_DIR, options=options,
                                item_handlers=handlers)
 
 

@@ -6,6 +6,7 @@ iterator state from the newest checkpoint, and every step draws its randomness f
 sees the same batches and produces the same parameters as an uninterrupted run.
 """
 
+import os
 import pathlib
 import signal
 import sys
@@ -17,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 import tqdm
+from etils import epath
 from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
@@ -133,7 +135,7 @@ def dispatch_size(step: int, config: ml_collections.ConfigDict) -> int:
   return size
 
 
-def write_resolved_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+def write_resolved_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
   """Saves `workdir/config.json` (process 0), warning when it replaces a different config of the same run."""
   if jax.process_index() != 0:
     return
@@ -157,7 +159,7 @@ class Reporter:
   bar counts from the end of the first dispatch, so compilation is left out.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path, step: int):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: epath.Path, step: int):
     self.train, self.workdir = config.train, workdir
     is_main = jax.process_index() == 0
     self.writer = SummaryWriter(str(workdir / 'tensorboard')) if is_main else None
@@ -264,7 +266,7 @@ def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   return tuple(jax.random.fold_in(root, index) for index in range(3))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, model=None,
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, model=None,
                        train_data: CheckpointableIterator | None = None,
                        eval_data: Sequence[dict[str, np.ndarray]] | None = None,
                        mesh: jax.sharding.Mesh | None = None) -> TrainState:
@@ -285,7 +287,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     FileNotFoundError: the data directory is missing.
     parallel.StartupFailed: another process failed to open its data (its message).
   """
-  workdir = pathlib.Path(workdir).expanduser().absolute()
+  workdir = files.as_path(workdir)  # local, or cloud storage (gs://bucket/run)
   train = config.train
   mesh = parallel.make_mesh() if mesh is None else mesh
   parallel.check_batch_size(config, mesh)

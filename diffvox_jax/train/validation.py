@@ -11,7 +11,7 @@ comparable across steps); each is separated with `config.sampler`'s settings and
 """
 
 import json
-import pathlib
+import os
 from typing import Any
 
 import flax.serialization
@@ -51,13 +51,13 @@ class ValidationSeparation:
   """
 
   def __init__(self, model: Any, config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
-               workdir: pathlib.Path):
+               workdir: str | os.PathLike):
     clips = int(config.train.get('eval_audio_clips', 2))
     self.mixture = np.asarray(batch['mixture'][:clips], np.float32)
     self.vocals = np.asarray(batch['vocals'][:clips], np.float32)
     self.config, self.sample_rate = config, int(config.data.sample_rate)
     self.run = sampler.compiled_sampler(sampler.model_network(model), sampler.SamplerSettings.from_config(config))
-    self.best_dir = pathlib.Path(workdir) / BEST_DIR
+    self.best_dir = files.as_path(workdir) / BEST_DIR
     best_file = self.best_dir / BEST_FILE
     self.best = json.loads(best_file.read_text())['usdr'] if best_file.is_file() else -np.inf
     self.references_written = False  # mixture and true vocals go to TensorBoard once per process.
