@@ -16,7 +16,6 @@ Prints a table, writes JSON (`--json`), and ends with the line
 """
 
 import argparse
-import json
 import os
 import pathlib
 import platform
