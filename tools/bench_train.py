@@ -11,12 +11,16 @@ ahead-of-time `lower().compile()` of the train step, then the timed steps. On a 
 so only `--rt-steps` steps (1 by default) are timed after a warm-up step, and `--rt-segment` can shorten the
 crop (a CPU run at the paper's 3 s takes over an hour to compile and run; the per-sample cost is close to linear).
 
-Memory (`--memory CONFIG`, default cpu_tiny): the compiled step's memory per device (`memory_analysis()` of the
-ahead-of-time compilation; nothing runs) at 4 examples per device, plain, with `model.remat='nothing_saveable'`,
-with `train.accumulation_steps=4`, and with both. `--memory diffdmx_rt` is the paper's model.
+Memory (`--memory CONFIG`, default the paper's RT model `diffdmx_rt`): the compiled step's memory per device
+(`memory_analysis()` of the ahead-of-time compilation; nothing runs) at 4 examples per device, in each of
+`--memory-dtypes`, plain, with `model.remat='nothing_saveable'`, with `train.accumulation_steps=4`, and with both.
+The temporaries (activations kept for the backward pass) are also given per example. XLA:CPU does not honour
+`jax.checkpoint` (jax-ml/jax#19822), so the remat rows show a reduction on an accelerator only.
 
 Prints the tables, writes JSON (`--json`), and ends with the line
-`tiny_steps_per_s=X tiny_examples_per_s=X rt_steps_per_s=X rt_batch=N temp_gib_plain=X temp_gib_remat_accum4=X`.
+`tiny_steps_per_s=X tiny_examples_per_s=X rt_steps_per_s=X rt_batch=N rt_temp_gb_per_example=X
+rt_temp_gb_per_example_remat=X` (float32 temporaries of the memory config per example, GB = 1e9 bytes; nan when
+it is not diffdmx_rt). `--memory-only` times nothing and prints just the two memory keys.
 """
 
 import argparse
@@ -76,6 +80,7 @@ def bench_case(name: str, config_name: str, overrides: list[str], timed_steps: i
   }
 
 
+GB = 1e9
 MEMORY_VARIANTS = (('plain', []), ('remat', ["model.remat='nothing_saveable'"]),
                    ('accum4', ['train.accumulation_steps=4']),
                    ('remat+accum4', ["model.remat='nothing_saveable'", 'train.accumulation_steps=4']))
@@ -96,22 +101,35 @@ def memory_case(config_name: str, overrides: list[str]) -> dict:
                                                                           loop.run_keys(0)[1]).compile()
   stats = compiled.memory_analysis()
   gib = 2.0 ** 30
-  row = {'config': config_name, 'overrides': overrides, 'batch': config.train.batch_size,
-         'per_device_batch': config.train.batch_size // mesh.devices.size, 'segment': config.data.segment,
+  per_device_batch = config.train.batch_size // mesh.devices.size
+  row = {'config': config_name, 'overrides': overrides, 'dtype': config.model.dtype,
+         'batch': config.train.batch_size, 'per_device_batch': per_device_batch, 'segment': config.data.segment,
          'compile_s': time.perf_counter() - start,
          'argument_gib': stats.argument_size_in_bytes / gib, 'output_gib': stats.output_size_in_bytes / gib,
-         'temp_gib': stats.temp_size_in_bytes / gib}
+         'temp_gib': stats.temp_size_in_bytes / gib,
+         'temp_gb_per_example': stats.temp_size_in_bytes / GB / per_device_batch}
   print(f'memory {config_name} {overrides}: temporaries {row["temp_gib"]:.3f} GiB per device', flush=True)
   return row
 
 
 def print_memory_table(rows: list[dict]) -> None:
-  header = f'{"variant":<14} {"config":<11} {"batch/dev":>9} {"segment":>7} {"args GiB":>9} {"temp GiB":>9}'
+  header = (f'{"variant":<14} {"config":<11} {"dtype":>8} {"batch/dev":>9} {"segment":>7} {"args GiB":>9} '
+            f'{"temp GiB":>9} {"temp GB/ex":>10}')
   print(header)
   print('-' * len(header))
   for row in rows:
-    print(f'{row["variant"]:<14} {row["config"]:<11} {row["per_device_batch"]:>9} {row["segment"]:>7} '
-          f'{row["argument_gib"]:>9.3f} {row["temp_gib"]:>9.3f}')
+    print(f'{row["variant"]:<14} {row["config"]:<11} {row["dtype"]:>8} {row["per_device_batch"]:>9} '
+          f'{row["segment"]:>7} {row["argument_gib"]:>9.3f} {row["temp_gib"]:>9.3f} '
+          f'{row["temp_gb_per_example"]:>10.3f}')
+
+
+def memory_key_line(config_name: str, rows: list[dict]) -> str:
+  """`rt_temp_gb_per_example=X rt_temp_gb_per_example_remat=X`: float32 temporaries per example, plain and with
+  remat (nan unless the memory config is the RT model)."""
+  per_example = {row['variant']: row['temp_gb_per_example'] for row in rows
+                 if row['dtype'] == 'float32' and config_name == 'diffdmx_rt'}
+  return (f'rt_temp_gb_per_example={per_example.get("plain", float("nan")):.3f} '
+          f'rt_temp_gb_per_example_remat={per_example.get("remat", float("nan")):.3f}')
 
 
 def print_table(rows: list[dict]) -> None:
@@ -132,17 +150,20 @@ def main() -> None:
   parser.add_argument('--rt-segment', type=int, default=0,
                       help="RT crop length in samples, a multiple of 128 (default: the config's 3 s)")
   parser.add_argument('--skip-rt', action='store_true', help='only the cpu_tiny case')
-  parser.add_argument('--memory', default='cpu_tiny',
+  parser.add_argument('--memory', default='diffdmx_rt',
                       help='config whose compiled step memory is reported with and without remat and gradient '
-                           'accumulation ("" = none; diffdmx_rt takes minutes per variant on a CPU)')
+                           'accumulation ("" = none; diffdmx_rt takes a minute or two per variant on a CPU)')
+  parser.add_argument('--memory-dtypes', default='float32,bfloat16',
+                      help='comma-separated model.dtype values of the memory cases')
+  parser.add_argument('--memory-only', action='store_true', help='only the memory cases; nothing is timed')
   parser.add_argument('--memory-batch', type=int, default=0,
                       help='global batch of the memory cases (default: 4 per device, a multiple of 4)')
   parser.add_argument('--json', default='bench_train.json', help='where to write the results')
   args = parser.parse_args()
 
   devices = len(jax.devices())
-  rows = [bench_case('cpu_tiny', 'cpu_tiny', [], args.tiny_steps)]
-  if not args.skip_rt:
+  rows = [] if args.memory_only else [bench_case('cpu_tiny', 'cpu_tiny', [], args.tiny_steps)]
+  if not (args.skip_rt or args.memory_only):
     # On a CPU the smallest batch: one example per device.
     settings = [(32, 'float32'), (32, 'bfloat16')] if jax.default_backend() == 'gpu' else [(devices, 'float32')]
     segment = [f'data.segment={args.rt_segment}'] if args.rt_segment else []
@@ -153,24 +174,26 @@ def main() -> None:
   if args.memory:
     batch = args.memory_batch or 4 * devices
     segment = [f'data.segment={args.rt_segment}'] if args.rt_segment and args.memory == 'diffdmx_rt' else []
-    for variant, overrides in MEMORY_VARIANTS:
-      row = memory_case(args.memory, [f'train.batch_size={batch}', *segment, *overrides])
-      memory.append({'variant': variant, **row})
+    for dtype in args.memory_dtypes.split(','):
+      for variant, overrides in MEMORY_VARIANTS:
+        row = memory_case(args.memory, [f'train.batch_size={batch}', f'model.dtype={dtype!r}', *segment, *overrides])
+        memory.append({'variant': variant, **row})
   machine = {'backend': jax.default_backend(), 'devices': [str(d) for d in jax.devices()],
              'processor': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count()}
   results = json.dumps({'machine': machine, 'rows': rows, 'memory': memory}, indent=2)
   files.write_atomically(pathlib.Path(args.json), results.encode())
-  print_table(rows)
+  if rows:
+    print_table(rows)
   if memory:
     print_memory_table(memory)
   print(f'results: {args.json}')
+  if args.memory_only:
+    print(memory_key_line(args.memory, memory))
+    return
   tiny = rows[0]
   rt = rows[1] if len(rows) > 1 else {'steps_per_s': float('nan'), 'batch': 0}
-  temp = {row['variant']: row['temp_gib'] for row in memory}
   print(f'tiny_steps_per_s={tiny["steps_per_s"]:.4f} tiny_examples_per_s={tiny["examples_per_s"]:.3f} '
-        f'rt_steps_per_s={rt["steps_per_s"]:.5f} rt_batch={rt["batch"]} '
-        f'temp_gib_plain={temp.get("plain", float("nan")):.3f} '
-        f'temp_gib_remat_accum4={temp.get("remat+accum4", float("nan")):.3f}')
+        f'rt_steps_per_s={rt["steps_per_s"]:.5f} rt_batch={rt["batch"]} {memory_key_line(args.memory, memory)}')
 
 
 if __name__ == '__main__':

@@ -19,8 +19,10 @@ Sections, in order, each skipped (and said so) when the time budget (`--budget-s
    (median of 3 after a warm-up run) and real-time factor. Target: T = 50 over 12 s in under 0.5 s.
 4. `training`: the RT train step at batch 32 of 3 s crops, float32 and bfloat16, over all devices: compiled
    memory, steps/s, examples/s, peak device memory, and model FLOP utilisation (XLA's FLOP count of the step over
-   the time, against `PEAK_TFLOPS`). Where batch 32 does not fit the device, the largest power of two that does
-   is timed and the row says so.
+   the time, against `PEAK_TFLOPS`). For the first dtype, the compiled memory at batch 32 with each memory saver
+   (`model.remat`, `train.accumulation_steps`, both; XLA:CPU does not honour remat, so only an accelerator
+   measures it). Where batch 32 does not fit, the first saver that fits is timed, else the largest power of two
+   that does; the row says which (`memory_saver`, `batch`).
 5. With `--train-minutes N`: `diffvox train` of `--train-config` on `--train-data` for N minutes (SIGTERM at the
    deadline: a checkpoint is saved), then the EMA weights exported to `OUT/model/` (config.json, params.msgpack).
 
@@ -95,18 +97,23 @@ class Plan:
   train_batch: int
   train_overrides: tuple[str, ...]
   train_steps: int
+  memory_savers: tuple[tuple[str, tuple[str, ...]], ...]  # (name, overrides) tried at the full batch, in order.
 
 
 PLANS = {
     'device': Plan(reference='cpu_tiny', reference_overrides=(), model_config='diffdmx_rt', model_overrides=(),
                    excerpt_seconds=EXCERPT_SECONDS, sampling_steps=(50, 20), few_step=('dpmpp_2m', 10),
                    every_attention=True, timing_dtypes=('float32', 'bfloat16'), repeats=3, train_batch=32,
-                   train_overrides=(), train_steps=5),
+                   train_overrides=(), train_steps=5,
+                   memory_savers=(('remat', ("model.remat='nothing_saveable'",)),
+                                  ('accum8', ('train.accumulation_steps=8',)),
+                                  ('remat+accum8', ("model.remat='nothing_saveable'", 'train.accumulation_steps=8')))),
     'dry_run': Plan(reference='dry_run', reference_overrides=DRY_RUN_MODEL, model_config='cpu_tiny',
                     model_overrides=DRY_RUN_MODEL + ('sampler.chunk=8192',), excerpt_seconds=1.0,
                     sampling_steps=(4,), few_step=('dpmpp_2m', 2), every_attention=False,
-                    timing_dtypes=('float32',), repeats=1, train_batch=2, train_overrides=('data.segment=8192',),
-                    train_steps=1),
+                    timing_dtypes=('float32',), repeats=1, train_batch=4, train_overrides=('data.segment=8192',),
+                    train_steps=1, memory_savers=(('remat', ("model.remat='nothing_saveable'",)),
+                                                  ('accum2', ('train.accumulation_steps=2',)))),
 }
 
 
@@ -385,10 +392,11 @@ def device_memory_limit() -> int | None:
   return int(stats['bytes_limit']) if stats and 'bytes_limit' in stats else None
 
 
-def compile_train_step(plan: Plan, dtype: str, batch: int):
-  """(compiled step, state, batches, rng, config) of the plan's model at `batch` examples."""
+def compile_train_step(plan: Plan, dtype: str, batch: int, saver: tuple[str, ...] = ()):
+  """(compiled step, state, batches, rng, config) of the plan's model at `batch` examples, with the memory saver's
+  overrides (`Plan.memory_savers`)."""
   config = load_config(plan.model_config, [*plan.model_overrides, f'model.dtype={dtype!r}',
-                                           f'train.batch_size={batch}', *plan.train_overrides])
+                                           f'train.batch_size={batch}', *plan.train_overrides, *saver])
   model, mesh = build_model(config), parallel.make_mesh()
   parallel.check_batch_size(config, mesh)
   params = random_params(config)
@@ -405,15 +413,36 @@ def compile_train_step(plan: Plan, dtype: str, batch: int):
   return compiled, state, batches, rng, config
 
 
-def time_training(report: Report, plan: Plan, dtype: str) -> dict:
-  """Compiles the step at the plan's batch (halved until the compiled memory fits the device), then times it."""
+def time_training(report: Report, plan: Plan, dtype: str, try_savers: bool) -> dict:
+  """Compiles the step at the plan's batch; where it does not fit the device (or `try_savers`), compiles each of the
+  plan's memory savers (remat, gradient accumulation) at that batch too; times the first setting that fits, or the
+  plain step at the batch halved until it fits."""
   limit, batch = device_memory_limit(), plan.train_batch
-  row = {'dtype': dtype, 'requested_batch': batch, 'device_memory_limit': limit}
+  row = {'dtype': dtype, 'requested_batch': batch, 'device_memory_limit': limit, 'memory_saver': 'none'}
   start = time.perf_counter()
   compiled, state, batches, rng, config = compile_train_step(plan, dtype, batch)
   needed = compiled_bytes(compiled)
   row['compiled_bytes_at_requested_batch'] = needed
-  while limit and needed and needed > 0.9 * limit and batch > jax.device_count():
+
+  def fits(size: int | None) -> bool:
+    return not (limit and size and size > 0.9 * limit)
+
+  if try_savers or not fits(needed):
+    row['memory_savers'] = {}
+    for name, saver in plan.memory_savers:
+      if not report.has_time(f'training {dtype} with {name}', 60.0):
+        break
+      micro_batches = int(dict(override.split('=', 1) for override in saver).get('train.accumulation_steps', 1))
+      if (batch // jax.device_count()) % micro_batches:
+        report.say(f'training {dtype} with {name}: {micro_batches} micro-batches do not divide '
+                   f'{batch // jax.device_count()} examples per device; not compiled')
+        continue
+      candidate = compile_train_step(plan, dtype, batch, saver)
+      row['memory_savers'][name] = candidate_bytes = compiled_bytes(candidate[0])
+      report.say(f'training {dtype} with {name}: {(candidate_bytes or 0) / 2**30:.2f} GiB compiled at batch {batch}')
+      if not fits(needed) and fits(candidate_bytes):
+        (compiled, state, batches, rng, config), needed, row['memory_saver'] = candidate, candidate_bytes, name
+  while not fits(needed) and batch > jax.device_count():
     batch = max(jax.device_count(), 2 ** int(math.log2(batch * 0.9 * limit / needed)))
     report.say(f'training {dtype}: {needed / 2**30:.1f} GiB compiled does not fit {limit / 2**30:.1f} GiB; '
                f'trying batch {batch}')
@@ -443,7 +472,7 @@ def check_training(report: Report, plan: Plan) -> list[dict]:
   rows = []
   for dtype in sorted(plan.timing_dtypes):  # bfloat16 first: the setting accelerators train in.
     if report.has_time(f'training {dtype}', 90.0):
-      rows.append(time_training(report, plan, dtype))
+      rows.append(time_training(report, plan, dtype, try_savers=not rows))  # the savers' memory once
       report.results['sections']['training'] = rows
       report.save()
   return rows
