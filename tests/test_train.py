@@ -191,8 +191,12 @@ def test_model_code_unaware_of_the_mesh_runs_under_the_data_parallel_step():
 
 
 def test_batch_size_must_split_over_devices():
+  mesh = parallel.make_mesh()
   with pytest.raises(config_lib.ConfigError, match='train.batch_size=3'):
-    parallel.check_batch_size(tiny_config('train.batch_size=3'), parallel.make_mesh())
+    parallel.check_batch_size(tiny_config('train.batch_size=3'), mesh)
+  with pytest.raises(config_lib.ConfigError, match='accumulation_steps=4 does not divide the per-device batch of 2'):
+    parallel.check_batch_size(tiny_config('train.batch_size=4', 'train.accumulation_steps=4'), mesh)
+  parallel.check_batch_size(tiny_config('train.batch_size=4', 'train.accumulation_steps=2'), mesh)
 
 
 def test_dispatch_sizes_land_on_checkpoint_and_eval_steps():

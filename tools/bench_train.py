@@ -126,8 +126,8 @@ def print_memory_table(rows: list[dict]) -> None:
 def memory_key_line(config_name: str, rows: list[dict]) -> str:
   """`rt_temp_gb_per_example=X rt_temp_gb_per_example_remat=X`: float32 temporaries per example, plain and with
   remat (nan unless the memory config is the RT model)."""
-  per_example = {row['variant']: row['temp_gb_per_example'] for row in rows
-                 if row['dtype'] == 'float32' and config_name == 'diffdmx_rt'}
+  rt_rows = rows if config_name == 'diffdmx_rt' else []
+  per_example = {row['variant']: row['temp_gb_per_example'] for row in rt_rows if row['dtype'] == 'float32'}
   return (f'rt_temp_gb_per_example={per_example.get("plain", float("nan")):.3f} '
           f'rt_temp_gb_per_example_remat={per_example.get("remat", float("nan")):.3f}')
 

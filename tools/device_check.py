@@ -54,7 +54,7 @@ import numpy as np
 
 from diffvox_jax import inference, sampler
 from diffvox_jax.chunking import chunk_plan, cut_chunks
-from diffvox_jax.config import load_config
+from diffvox_jax.config import ConfigError, load_config
 from diffvox_jax.models import build_model
 from diffvox_jax.train import optimizer as optimizer_lib
 from diffvox_jax.train import parallel
@@ -432,12 +432,11 @@ def time_training(report: Report, plan: Plan, dtype: str, try_savers: bool) -> d
     for name, saver in plan.memory_savers:
       if not report.has_time(f'training {dtype} with {name}', 60.0):
         break
-      micro_batches = int(dict(override.split('=', 1) for override in saver).get('train.accumulation_steps', 1))
-      if (batch // jax.device_count()) % micro_batches:
-        report.say(f'training {dtype} with {name}: {micro_batches} micro-batches do not divide '
-                   f'{batch // jax.device_count()} examples per device; not compiled')
+      try:
+        candidate = compile_train_step(plan, dtype, batch, saver)
+      except ConfigError as error:  # an accumulation that does not divide the per-device batch
+        report.say(f'training {dtype} with {name}: not compiled: {error}')
         continue
-      candidate = compile_train_step(plan, dtype, batch, saver)
       row['memory_savers'][name] = candidate_bytes = compiled_bytes(candidate[0])
       report.say(f'training {dtype} with {name}: {(candidate_bytes or 0) / 2**30:.2f} GiB compiled at batch {batch}')
       if not fits(needed) and fits(candidate_bytes):

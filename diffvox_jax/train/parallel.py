@@ -79,11 +79,16 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 def check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
-  """Raises ConfigError unless `train.batch_size` splits evenly over the processes and the devices."""
+  """Raises ConfigError unless `train.batch_size` splits evenly over the processes and the devices, and each
+  device's share into `train.accumulation_steps` micro-batches."""
   batch, devices = config.train.batch_size, mesh.devices.size
   if batch % devices or batch % jax.process_count():
     raise config_lib.ConfigError(f'train.batch_size={batch} must be a multiple of the number of devices ({devices}) '
                      f'and of processes ({jax.process_count()})')
+  accumulation = int(config.train.get('accumulation_steps', 1))
+  if (batch // devices) % accumulation:
+    raise config_lib.ConfigError(f'train.accumulation_steps={accumulation} does not divide the per-device batch of '
+                                 f'{batch // devices} (train.batch_size={batch} over {devices} devices)')
 
 
 def make_state_initializer(model: nn.Module, config: ml_collections.ConfigDict,
