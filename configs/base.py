@@ -158,6 +158,9 @@ def get_config() -> ml_collections.ConfigDict:
   # With several processes, how often (in steps) the hosts agree on a stop signal: a global barrier that waits
   # for the dispatched steps. A SIGTERM is acted on within this many steps (keep it well inside the grace period).
   train.stop_poll_every = 10
+  # While a dispatch computes, the host reads the next dispatch's batches, copies them to the devices and reports the
+  # previous one. False waits for each dispatch first (the synchronous loop, kept to measure what overlap gains).
+  train.prefetch_to_device = True
   train.ema_decay = 0.999  # [?]
   train.log_every = 100
   train.checkpoint_every = 5000

@@ -271,6 +271,20 @@ def test_training_writes_config_scalars_and_checkpoints_then_resumes_without_wor
   jax.tree.map(np.testing.assert_array_equal, again.params, state.params)
 
 
+def test_the_synchronous_loop_waits_for_each_dispatch_and_trains_the_same(monkeypatch, tmp_path):
+  calls, real_wait = [], jax.block_until_ready
+  monkeypatch.setattr(jax, 'block_until_ready', lambda tree: calls.append(1) or real_wait(tree))
+  params, waits = {}, {}
+  for prefetch in (True, False):
+    calls.clear()
+    config = tiny_config('train.num_steps=6', 'train.steps_per_dispatch=2', f'train.prefetch_to_device={prefetch}')
+    params[prefetch] = loop.train_and_evaluate(config, tmp_path / str(prefetch), model=StandInModel(),
+                                               train_data=StandInStream()).params
+    waits[prefetch] = len(calls)
+  assert waits[False] - waits[True] == 3  # one wait per dispatch of 2 steps
+  jax.tree.map(np.testing.assert_array_equal, params[False], params[True])
+
+
 def test_nan_batch_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   config = tiny_config('train.num_steps=8', 'train.checkpoint_every=2')
   # Batch index 4 feeds the 5th update: steps 1 to 4 are good (checkpoints at 2 and 4), step 5 is not.

@@ -15,12 +15,21 @@ Memory (`--memory CONFIG`, default the paper's RT model `diffdmx_rt`): the compi
 (`memory_analysis()` of the ahead-of-time compilation; nothing runs) at 4 examples per device, in each of
 `--memory-dtypes`, plain, with `model.remat='nothing_saveable'`, with `train.accumulation_steps=4`, and with both.
 The temporaries (activations kept for the backward pass) are also given per example. XLA:CPU does not honour
-`jax.checkpoint` (jax-ml/jax#19822), so the remat rows show a reduction on an accelerator only.
+`jax.checkpoint` (jax-ml/jax#19822), so the compiled remat rows show a reduction on an accelerator only; beside
+them, the residuals per example that JAX's own `vjp` of the loss keeps (traced at batch 1, nothing compiled),
+where remat shows on every backend.
+
+The loop (`--loop-steps`): the whole training loop (`loop.train_and_evaluate` on cpu_tiny, reading a temporary
+dataset of noise songs through the augmenting pipeline) with `train.steps_per_dispatch` 1 and 4, each with
+`train.prefetch_to_device` on (the next batches fetched and copied while a dispatch computes) and off (the host
+waits for each dispatch). Run it with `XLA_FLAGS=--xla_force_host_platform_device_count=2` for 2 CPU devices.
 
 Prints the tables, writes JSON (`--json`), and ends with the line
 `tiny_steps_per_s=X tiny_examples_per_s=X rt_steps_per_s=X rt_batch=N rt_temp_gb_per_example=X
-rt_temp_gb_per_example_remat=X` (float32 temporaries of the memory config per example, GB = 1e9 bytes; nan when
-it is not diffdmx_rt). `--memory-only` times nothing and prints just the two memory keys.
+rt_temp_gb_per_example_remat=X rt_residual_gb_per_example=X rt_residual_gb_per_example_remat=X
+loop_steps_per_s_sync1=X loop_steps_per_s_prefetch4=X` (float32 memory of the memory config per example, GB =
+1e9 bytes, nan when it is not diffdmx_rt; the loop at 1 step per dispatch without prefetch and at 4 with it).
+`--memory-only` times nothing and prints just the four memory keys.
 """
 
 import argparse
@@ -29,15 +38,19 @@ import math
 import os
 import pathlib
 import platform
+import tempfile
 import time
 
 import jax
 import numpy as np
+import tensorflow_datasets as tfds
+from bench_pipeline import write_noise_songs
 
 from diffvox_jax import files
 from diffvox_jax.config import load_config
+from diffvox_jax.data import builders
 from diffvox_jax.models import build_model
-from diffvox_jax.train import loop, parallel
+from diffvox_jax.train import loop, parallel, step
 
 
 def bench_case(name: str, config_name: str, overrides: list[str], timed_steps: int) -> dict:
@@ -112,24 +125,92 @@ def memory_case(config_name: str, overrides: list[str]) -> dict:
   return row
 
 
+def tree_bytes(tree) -> int:
+  return sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
+
+
+def residual_gb_per_example(config_name: str, overrides: list[str]) -> float:
+  """GB per example that the backward pass of the training loss keeps: the residuals of `jax.vjp` at batch 1,
+  less the parameters. Traced, not compiled (`jax.eval_shape`), so it shows what `model.remat` saves on any
+  backend, also on one whose compiler ignores it."""
+  config = load_config(config_name, [*overrides, 'train.batch_size=1'])
+  model = build_model(config)
+  params = parallel.abstract_sharded_state(model, config, parallel.make_mesh(jax.devices()[:1])).params
+  loss_fn = step.make_loss_fn(model, config)
+  audio = jax.ShapeDtypeStruct((1, config.data.segment, config.data.channels), np.float32)
+
+  def backward_pass(params, batch):
+    return jax.vjp(lambda p: loss_fn(p, batch, jax.random.key(0), True)[0], params)[1]
+
+  residuals = jax.eval_shape(backward_pass, params, {'vocals': audio, 'mixture': audio})
+  return (tree_bytes(residuals) - tree_bytes(params)) / GB
+
+
 def print_memory_table(rows: list[dict]) -> None:
   header = (f'{"variant":<14} {"config":<11} {"dtype":>8} {"batch/dev":>9} {"segment":>7} {"args GiB":>9} '
-            f'{"temp GiB":>9} {"temp GB/ex":>10}')
+            f'{"temp GiB":>9} {"temp GB/ex":>10} {"resid GB/ex":>11}')
   print(header)
   print('-' * len(header))
   for row in rows:
     print(f'{row["variant"]:<14} {row["config"]:<11} {row["dtype"]:>8} {row["per_device_batch"]:>9} '
           f'{row["segment"]:>7} {row["argument_gib"]:>9.3f} {row["temp_gib"]:>9.3f} '
-          f'{row["temp_gb_per_example"]:>10.3f}')
+          f'{row["temp_gb_per_example"]:>10.3f} {row["residual_gb_per_example"] or float("nan"):>11.3f}')
 
 
 def memory_key_line(config_name: str, rows: list[dict]) -> str:
-  """`rt_temp_gb_per_example=X rt_temp_gb_per_example_remat=X`: float32 temporaries per example, plain and with
-  remat (nan unless the memory config is the RT model)."""
-  rt_rows = rows if config_name == 'diffdmx_rt' else []
-  per_example = {row['variant']: row['temp_gb_per_example'] for row in rt_rows if row['dtype'] == 'float32'}
-  return (f'rt_temp_gb_per_example={per_example.get("plain", float("nan")):.3f} '
-          f'rt_temp_gb_per_example_remat={per_example.get("remat", float("nan")):.3f}')
+  """`rt_temp_gb_per_example=X rt_temp_gb_per_example_remat=X rt_residual_gb_per_example=X
+  rt_residual_gb_per_example_remat=X`: float32 compiled temporaries and traced residuals per example, plain and
+  with remat (nan unless the memory config is the RT model)."""
+  rt_rows = [row for row in rows if row['dtype'] == 'float32'] if config_name == 'diffdmx_rt' else []
+  keys = []
+  for measure in ('temp', 'residual'):
+    per_example = {row['variant']: row[f'{measure}_gb_per_example'] for row in rt_rows}
+    keys += [f'rt_{measure}_gb_per_example={per_example.get("plain", float("nan")):.3f}',
+             f'rt_{measure}_gb_per_example_remat={per_example.get("remat", float("nan")):.3f}']
+  return ' '.join(keys)
+
+
+LOOP_VARIANTS = ((1, False), (1, True), (4, False), (4, True))  # (train.steps_per_dispatch, prefetch_to_device)
+
+
+def loop_case(data_dir: pathlib.Path, steps: int, steps_per_dispatch: int, prefetch: bool) -> dict:
+  """Steps/s of the whole training loop (`loop.train_and_evaluate`: the grain pipeline with augmentation, the
+  host-to-device copies, the metrics, one checkpoint at the end) on cpu_tiny, counted from the end of the first
+  dispatch, so compilation is left out."""
+  config = load_config('cpu_tiny', [
+      f"data.data_dir='{data_dir}'", "data.sources='stems_folder:1.0'", f'train.num_steps={steps}',
+      f'train.steps_per_dispatch={steps_per_dispatch}', f'train.prefetch_to_device={prefetch}',
+      f'train.log_every={steps}', f'train.checkpoint_every={steps}', 'train.eval_every=0'])
+  with tempfile.TemporaryDirectory(prefix='bench_train_loop_') as workdir:
+    start = time.perf_counter()
+    loop.train_and_evaluate(config, workdir)
+    wall_s = time.perf_counter() - start
+    last = json.loads((pathlib.Path(workdir) / loop.METRICS_FILE).read_text().splitlines()[-1])
+  row = {'steps_per_dispatch': steps_per_dispatch, 'prefetch_to_device': prefetch, 'steps': steps,
+         'devices': jax.device_count(), 'batch': config.train.batch_size, 'wall_s': wall_s,
+         'steps_per_s': last['train/steps_per_s']}
+  print(f'loop: {steps_per_dispatch} steps per dispatch, prefetch {prefetch}: {row["steps_per_s"]:.4f} steps/s',
+        flush=True)
+  return row
+
+
+def loop_cases(steps: int) -> list[dict]:
+  """`loop_case` for every `LOOP_VARIANTS` on a temporary dataset of noise songs (`bench_pipeline.py`'s)."""
+  tfds.disable_progress_bar()
+  with tempfile.TemporaryDirectory(prefix='bench_train_data_') as tmp:
+    songs, data_dir = pathlib.Path(tmp) / 'songs', pathlib.Path(tmp) / 'tfds'
+    write_noise_songs(songs, songs=6, seconds=20.0, rate=22050)
+    builders.prepare(builders.make_builder('stems_folder', data_dir, 22050, 2), songs)
+    return [loop_case(data_dir, steps, *variant) for variant in LOOP_VARIANTS]
+
+
+def print_loop_table(rows: list[dict]) -> None:
+  header = f'{"steps/dispatch":>14} {"prefetch":>8} {"devices":>7} {"steps":>5} {"steps/s":>8} {"wall s":>7}'
+  print(header)
+  print('-' * len(header))
+  for row in rows:
+    print(f'{row["steps_per_dispatch"]:>14} {str(row["prefetch_to_device"]):>8} {row["devices"]:>7} '
+          f'{row["steps"]:>5} {row["steps_per_s"]:>8.4f} {row["wall_s"]:>7.1f}')
 
 
 def print_table(rows: list[dict]) -> None:
@@ -158,6 +239,9 @@ def main() -> None:
   parser.add_argument('--memory-only', action='store_true', help='only the memory cases; nothing is timed')
   parser.add_argument('--memory-batch', type=int, default=0,
                       help='global batch of the memory cases (default: 4 per device, a multiple of 4)')
+  parser.add_argument('--loop-steps', type=int, default=24,
+                      help='steps of each training-loop case (cpu_tiny, steps_per_dispatch 1 and 4, prefetch on '
+                           'and off; 0 = none)')
   parser.add_argument('--json', default='bench_train.json', help='where to write the results')
   args = parser.parse_args()
 
@@ -177,23 +261,31 @@ def main() -> None:
     for dtype in args.memory_dtypes.split(','):
       for variant, overrides in MEMORY_VARIANTS:
         row = memory_case(args.memory, [f'train.batch_size={batch}', f'model.dtype={dtype!r}', *segment, *overrides])
-        memory.append({'variant': variant, **row})
+        residual = (None if 'accum' in variant else
+                    residual_gb_per_example(args.memory, [f'model.dtype={dtype!r}', *segment, *overrides]))
+        memory.append({'variant': variant, **row, 'residual_gb_per_example': residual})
+  loops = loop_cases(args.loop_steps) if args.loop_steps and not args.memory_only else []
   machine = {'backend': jax.default_backend(), 'devices': [str(d) for d in jax.devices()],
              'processor': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count()}
-  results = json.dumps({'machine': machine, 'rows': rows, 'memory': memory}, indent=2)
+  results = json.dumps({'machine': machine, 'rows': rows, 'memory': memory, 'loop': loops}, indent=2)
   files.write_atomically(pathlib.Path(args.json), results.encode())
   if rows:
     print_table(rows)
   if memory:
     print_memory_table(memory)
+  if loops:
+    print_loop_table(loops)
   print(f'results: {args.json}')
   if args.memory_only:
     print(memory_key_line(args.memory, memory))
     return
   tiny = rows[0]
   rt = rows[1] if len(rows) > 1 else {'steps_per_s': float('nan'), 'batch': 0}
+  loop_rate = {(row['steps_per_dispatch'], row['prefetch_to_device']): row['steps_per_s'] for row in loops}
   print(f'tiny_steps_per_s={tiny["steps_per_s"]:.4f} tiny_examples_per_s={tiny["examples_per_s"]:.3f} '
-        f'rt_steps_per_s={rt["steps_per_s"]:.5f} rt_batch={rt["batch"]} {memory_key_line(args.memory, memory)}')
+        f'rt_steps_per_s={rt["steps_per_s"]:.5f} rt_batch={rt["batch"]} {memory_key_line(args.memory, memory)} '
+        f'loop_steps_per_s_sync1={loop_rate.get((1, False), float("nan")):.4f} '
+        f'loop_steps_per_s_prefetch4={loop_rate.get((4, True), float("nan")):.4f}')
 
 
 if __name__ == '__main__':

@@ -342,6 +342,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     return size, batches, train_data.get_state()
 
   train_rng = parallel.replicate(train_rng, mesh)  # on the devices once, not with every dispatch
+  prefetch = train.get('prefetch_to_device', True)
   loop_start = time.perf_counter()
   try:
     with StopSignals() as stop_signals:
@@ -349,6 +350,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       while step < train.num_steps:
         size, batches, iterator_state = ahead
         state, metrics = multi_step(state, batches, train_rng)
+        if not prefetch:  # the synchronous loop: host work waits for the dispatch (bench_train compares)
+          jax.block_until_ready(metrics)
         ahead = fetch(step + size)  # the next batches go to the devices while this dispatch computes
         report_pending()  # the previous dispatch, also while this one computes
         pending, previous, step = (step, metrics), step, step + size
