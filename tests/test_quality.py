@@ -139,6 +139,15 @@ def test_the_frontier_spends_each_budget_with_the_most_steps_that_fit():
   assert [frontier.steps_for('heun', n, 0.5) for n in (1, 2, 3, 10)] == [1, 1, 2, 5]  # 2 T - 1 from an estimate
 
 
+def test_the_frontier_runs_budgets_above_the_limit_for_the_reference_only():
+  frontier = _tool('bench_frontier')
+  nfes = [1, 2, 10, 20, 50]
+  assert frontier.budgets('ddim', 'noise', nfes, 10) == nfes
+  assert frontier.budgets('ddim', 'direct', nfes, 10) == [1, 2, 10]
+  assert frontier.budgets('heun', 'noise', nfes, 10) == [1, 2, 10]
+  assert frontier.budgets('heun', 'noise', nfes, 0) == nfes
+
+
 def test_the_frontier_summary_against_hand_picked_points():
   frontier = _tool('bench_frontier')
   point = lambda method, init, eta, nfe, usdr: dict(method=method, init=init, eta=eta, nfe=nfe, usdr=usdr)  # noqa: E731
