@@ -78,6 +78,15 @@ def test_acappella_mixtures_have_the_requested_vocal_ratio(shared_data):
     assert np.max(np.abs(track.mixture)) <= 1.0 and track.sample_rate == 16000
 
 
+def test_mir1k_clips_come_from_the_requested_singers(shared_data):
+  bench = _bench_quality()
+  singers = {split: {t.name.split('_')[0] for t in bench.mir1k_dev(shared_data, every=30, split=split)}
+             for split in ('dev', 'train')}
+  assert singers == {'dev': {'Ani', 'heycat'}, 'train': {'abjones', 'amy'}}
+  with pytest.raises(FileNotFoundError, match='no MIR-1K test clips'):
+    bench.mir1k_dev(shared_data, split='test')
+
+
 def _events(folder):
   """Every event of the TensorBoard files in `folder` (the TFRecord framing: length, crc, payload, crc)."""
   events = []

@@ -40,11 +40,12 @@ MODEL = 'diffdmx_spectral_16k'  # the diffusion model under study (the package's
 Estimate = Callable[[pipeline.Track], np.ndarray]
 
 
-def mir1k_dev(data: pathlib.Path, every: int = 1) -> list[pipeline.Track]:
-  """Every `every`-th MIR-1K dev clip (sorted by name) at 16 kHz mono."""
-  sources = [s for s in layouts.mir1k_tracks(data / 'mir1k') if s.metadata['folder'].startswith('dev/')]
+def mir1k_dev(data: pathlib.Path, every: int = 1, split: str = 'dev') -> list[pipeline.Track]:
+  """Every `every`-th MIR-1K clip (sorted by name) of `split` ('dev', or 'train': the training singers) at 16 kHz
+  mono."""
+  sources = [s for s in layouts.mir1k_tracks(data / 'mir1k') if s.metadata['folder'].startswith(f'{split}/')]
   if not sources:
-    raise FileNotFoundError(f'{data / "mir1k" / "dev"}: no MIR-1K dev clips')
+    raise FileNotFoundError(f'{data / "mir1k" / split}: no MIR-1K {split} clips')
   tracks = []
   for source in sources[::every]:
     clip = source.load(RATE, 1)
