@@ -146,17 +146,6 @@ def residual_gb_per_example(config_name: str, overrides: list[str]) -> float:
   return (tree_bytes(residuals) - tree_bytes(params)) / GB
 
 
-def print_memory_table(rows: list[dict]) -> None:
-  header = (f'{"variant":<14} {"config":<11} {"dtype":>8} {"batch/dev":>9} {"segment":>7} {"args GiB":>9} '
-            f'{"temp GiB":>9} {"temp GB/ex":>10} {"resid GB/ex":>11}')
-  print(header)
-  print('-' * len(header))
-  for row in rows:
-    print(f'{row["variant"]:<14} {row["config"]:<11} {row["dtype"]:>8} {row["per_device_batch"]:>9} '
-          f'{row["segment"]:>7} {row["argument_gib"]:>9.3f} {row["temp_gib"]:>9.3f} '
-          f'{row["temp_gb_per_example"]:>10.3f} {row["residual_gb_per_example"] or float("nan"):>11.3f}')
-
-
 def memory_key_line(config_name: str, rows: list[dict]) -> str:
   """`rt_temp_gb_per_example=X rt_temp_gb_per_example_remat=X rt_residual_gb_per_example=X
   rt_residual_gb_per_example_remat=X`: float32 compiled temporaries and traced residuals per example, plain and
@@ -204,24 +193,33 @@ def loop_cases(steps: int) -> list[dict]:
     return [loop_case(data_dir, steps, *variant) for variant in LOOP_VARIANTS]
 
 
-def print_loop_table(rows: list[dict]) -> None:
-  header = f'{"steps/dispatch":>14} {"prefetch":>8} {"devices":>7} {"steps":>5} {"steps/s":>8} {"wall s":>7}'
+def print_rows(columns: list[tuple[str, str, str]], rows: list[dict]) -> None:
+  """One table: `columns` are (title, row key, format spec), e.g. ('steps/s', 'steps_per_s', '>8.4f'); a title
+  takes its spec's alignment and width; a missing or None value prints as nan."""
+  header = ' '.join(f'{title:{spec.split(".")[0].rstrip("dfs")}}' for title, _, spec in columns)
   print(header)
   print('-' * len(header))
   for row in rows:
-    print(f'{row["steps_per_dispatch"]:>14} {str(row["prefetch_to_device"]):>8} {row["devices"]:>7} '
-          f'{row["steps"]:>5} {row["steps_per_s"]:>8.4f} {row["wall_s"]:>7.1f}')
+    cells = []
+    for _, key, spec in columns:
+      value = row.get(key)
+      value = float('nan') if value is None else value
+      cells.append(f'{str(value) if isinstance(value, bool) else value:{spec}}')
+    print(' '.join(cells))
 
 
-def print_table(rows: list[dict]) -> None:
-  header = (f'{"case":<12} {"dev":>3} {"batch":>5} {"segment":>7} {"dtype":>8} {"params M":>8} {"init s":>7} '
-            f'{"compile s":>9} {"steps":>5} {"steps/s":>8} {"examples/s":>10}')
-  print(header)
-  print('-' * len(header))
-  for row in rows:
-    print(f'{row["case"]:<12} {row["devices"]:>3} {row["batch"]:>5} {row["segment"]:>7} {row["dtype"]:>8} '
-          f'{row["parameters_m"]:>8.2f} {row["compile_init_s"]:>7.1f} {row["compile_step_s"]:>9.1f} '
-          f'{row["timed_steps"]:>5} {row["steps_per_s"]:>8.4f} {row["examples_per_s"]:>10.3f}')
+TRAIN_COLUMNS = [('case', 'case', '<12'), ('dev', 'devices', '>3'), ('batch', 'batch', '>5'),
+                 ('segment', 'segment', '>7'), ('dtype', 'dtype', '>8'), ('params M', 'parameters_m', '>8.2f'),
+                 ('init s', 'compile_init_s', '>7.1f'), ('compile s', 'compile_step_s', '>9.1f'),
+                 ('steps', 'timed_steps', '>5'), ('steps/s', 'steps_per_s', '>8.4f'),
+                 ('examples/s', 'examples_per_s', '>10.3f')]
+MEMORY_COLUMNS = [('variant', 'variant', '<14'), ('config', 'config', '<11'), ('dtype', 'dtype', '>8'),
+                  ('batch/dev', 'per_device_batch', '>9'), ('segment', 'segment', '>7'),
+                  ('args GiB', 'argument_gib', '>9.3f'), ('temp GiB', 'temp_gib', '>9.3f'),
+                  ('temp GB/ex', 'temp_gb_per_example', '>10.3f'), ('resid GB/ex', 'residual_gb_per_example', '>11.3f')]
+LOOP_COLUMNS = [('steps/dispatch', 'steps_per_dispatch', '>14'), ('prefetch', 'prefetch_to_device', '>8'),
+                ('devices', 'devices', '>7'), ('steps', 'steps', '>5'), ('steps/s', 'steps_per_s', '>8.4f'),
+                ('wall s', 'wall_s', '>7.1f')]
 
 
 def main() -> None:
@@ -270,11 +268,11 @@ def main() -> None:
   results = json.dumps({'machine': machine, 'rows': rows, 'memory': memory, 'loop': loops}, indent=2)
   files.write_atomically(pathlib.Path(args.json), results.encode())
   if rows:
-    print_table(rows)
+    print_rows(TRAIN_COLUMNS, rows)
   if memory:
-    print_memory_table(memory)
+    print_rows(MEMORY_COLUMNS, memory)
   if loops:
-    print_loop_table(loops)
+    print_rows(LOOP_COLUMNS, loops)
   print(f'results: {args.json}')
   if args.memory_only:
     print(memory_key_line(args.memory, memory))
