@@ -21,7 +21,7 @@ from etils import epath
 
 from diffvox_jax import config as config_lib
 from diffvox_jax import files, sampler
-from diffvox_jax.models import build_model
+from diffvox_jax.models import build_model, for_sampling
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
@@ -127,7 +127,7 @@ def pretrained_conditioner(source: str) -> tuple[ml_collections.ConfigDict, Any]
 
 @functools.lru_cache(maxsize=8)
 def _network_for_config_json(config_json: str) -> sampler.Network:
-  return sampler.model_network(build_model(config_lib.from_json(config_json)))
+  return sampler.model_network(for_sampling(build_model(config_lib.from_json(config_json))))
 
 
 def network_for_config(config: ml_collections.ConfigDict) -> sampler.Network:

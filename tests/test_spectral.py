@@ -11,7 +11,7 @@ from scipy import signal
 
 from diffvox_jax import diffusion, files, inference, sampler
 from diffvox_jax.config import ConfigError, load_config, validate
-from diffvox_jax.models import build_model, parameter_counts
+from diffvox_jax.models import build_model, for_sampling, parameter_counts
 from diffvox_jax.models.spectral import BETA_FLOOR
 from diffvox_jax.models.stft import istft, stft
 from diffvox_jax.train import loop
@@ -111,6 +111,30 @@ def test_the_generators_coefficients_set_its_x0_estimate():
     v_hat = network.denoise(params, x, sigma, features)
     np.testing.assert_allclose(diffusion.x0_from_v(x, v_hat, sigma), expected, atol=2e-5)
   assert float(diffusion.alpha_beta(sigma)[1].min()) > BETA_FLOOR
+
+
+def test_the_sampling_module_returns_the_generators_x0_below_the_training_floor():
+  """With x0_hat fixed to the mixture (head a = 0, b = 1), the training module's v gives the mixture back only above
+  BETA_FLOOR; the module `for_sampling` gives it at every sigma, with the same parameters."""
+  config = tiny_spectral('spectral')
+  config.model.spectral.residual = False
+  model = build_model(config)
+  x, mixture = _audio(time=1024, channels=1), _audio(time=1024, channels=1, seed=1)
+  sigma = jnp.array([0.002, 0.3])  # beta 0.0031 (below the floor) and 0.45
+  params = model.init(jax.random.key(0), x, sigma, mixture)['params']
+  head = params['generator']['coefficients']
+  bins = N_FFT // 2 + 1
+  params['generator']['coefficients'] = {'kernel': jnp.zeros_like(head['kernel']),
+                                         'bias': jnp.zeros_like(head['bias']).at[2 * bins:3 * bins].set(1.0)}
+  x0 = {}
+  for name, module in (('training', model), ('sampling', for_sampling(model))):
+    network = sampler.model_network(module)
+    features, _ = network.estimate(params, mixture)
+    x0[name] = diffusion.x0_from_v(x, network.denoise(params, x, sigma, features), sigma)
+  np.testing.assert_allclose(x0['sampling'], mixture, atol=2e-5)
+  np.testing.assert_allclose(x0['training'][1], mixture[1], atol=2e-5)
+  assert float(jnp.max(jnp.abs(x0['training'][0] - mixture[0]))) > 0.1 * float(jnp.max(jnp.abs(mixture[0])))
+  assert for_sampling(build_model(tiny_spectral('mask'))).sampling and for_sampling(x) is x  # others unchanged
 
 
 def test_the_residual_generator_starts_as_the_direct_estimate_and_leaves_the_conditioner_to_l_rec():

@@ -38,6 +38,7 @@ the layouts. Decisions where the paper is silent (parameter counts are checked b
 """
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +50,8 @@ from diffvox_jax.models.diffdmx import Conditioning, DiffDMX
 from diffvox_jax.models.generator import GeneratorSpec
 from diffvox_jax.models.spectral import SpectralDiffDMX, SpectralSpec
 
-__all__ = ['Conditioning', 'DiffDMX', 'SpectralDiffDMX', 'build_model', 'model_kind', 'parameter_counts']
+__all__ = ['Conditioning', 'DiffDMX', 'SpectralDiffDMX', 'build_model', 'for_sampling', 'model_kind',
+           'parameter_counts']
 
 PARTS = {'generator': ('generator',), 'conditioner': ('conditioner',),
          'aux_heads': ('latent_head', 'reconstruction_head')}
@@ -71,6 +73,12 @@ def build_model(config: ml_collections.ConfigDict) -> DiffDMX | SpectralDiffDMX:
     return SpectralDiffDMX(SpectralSpec.from_config(config), with_generator=kind == 'spectral')
   return DiffDMX(GeneratorSpec.from_config(config), ConditionerSpec.from_config(config),
                  dtype=jnp.dtype(config.model.dtype))
+
+
+def for_sampling(model: DiffDMX | SpectralDiffDMX | Any) -> Any:
+  """The module the sampler runs: a spectral model converts its x0 estimate to v with the exact beta (its floor
+  only bounds the training loss); any other module as it is. Same parameters."""
+  return model.clone(sampling=True) if isinstance(model, SpectralDiffDMX) else model
 
 
 def _count(tree) -> int:

@@ -18,9 +18,12 @@ SpectralGenerator (the 'spectral' kind's denoiser), per frame, from X = stft(x_s
     [log1p|X|, h] -> dense -> LayerNorm -> FiLM(sigma) -> tanh -> BLSTM x layers -> [., h] -> dense -> ReLU ->
     dense -> complex coefficients a, b (channels x bins);  x0_hat = istft(a * X + b * M)
 
-and returns v_hat = (alpha x_sigma - x0_hat) / max(beta, beta_floor) (Eq. 5 solved for v), so the sampler's x0
-is the generator's x0_hat. The complex coefficients let it correct the mixture's phase, which a magnitude mask
-cannot. Shapes: audio `(batch, time, channels)`, time a multiple of `hop`; frames = time / hop + 1.
+and returns v_hat = (alpha x_sigma - x0_hat) / max(beta, BETA_FLOOR) (Eq. 5 solved for v). The floor bounds the
+training loss at tiny sigma; the module the sampler runs (`sampling=True`, `models.for_sampling`) divides by beta
+itself, so the sampler's x0 is the generator's x0_hat at every sigma (with the floor, a grid point below sigma
+0.013, as the `edm` and `log_snr` grids end with, would read a wrong noise estimate there). The complex
+coefficients let it correct the mixture's phase, which a magnitude mask cannot. Shapes: audio
+`(batch, time, channels)`, time a multiple of `hop`; frames = time / hop + 1.
 """
 
 import dataclasses
@@ -35,8 +38,10 @@ from diffvox_jax.models.diffdmx import Conditioning
 from diffvox_jax.models.layers import FiLM, SigmaEmbedding
 from diffvox_jax.models.stft import istft, stft
 
-# Below this noise scale v_hat divides by the floor instead of beta (only sigma < 0.013 is affected).
+# In training, below this noise scale v_hat divides by the floor instead of beta (only sigma < 0.013 is affected).
 BETA_FLOOR = 0.02
+# In sampling, the divisor's floor only guards against beta = 0 (the sampler never evaluates at sigma = 0).
+SAMPLING_BETA_FLOOR = 1e-12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,9 +131,11 @@ class MaskEstimator(nn.Module):
 
 class SpectralGenerator(nn.Module):
   """Predicts v `(batch, time, channels)` float32 from x_sigma, sigma `(batch,)`, the mixture, the conditioner's
-  frame features `(batch, frames, hidden)` and its mask `(batch, frames, channels, bins)`."""
+  frame features `(batch, frames, hidden)` and its mask `(batch, frames, channels, bins)`. `sampling`: the exact
+  conversion of x0_hat to v (no `BETA_FLOOR`)."""
 
   spec: SpectralSpec
+  sampling: bool = False
 
   @nn.compact
   def __call__(self, x_sigma: jax.Array, sigma: jax.Array, mixture: jax.Array, features: jax.Array,
@@ -153,7 +160,8 @@ class SpectralGenerator(nn.Module):
       b = b + mask
     x0_hat = istft(a * noisy + b * mix, spec.n_fft, spec.hop, time)
     alpha, beta = diffusion.alpha_beta(sigma)
-    alpha, beta = alpha[:, None, None], jnp.maximum(beta, BETA_FLOOR)[:, None, None]
+    floor = SAMPLING_BETA_FLOOR if self.sampling else BETA_FLOOR
+    alpha, beta = alpha[:, None, None], jnp.maximum(beta, floor)[:, None, None]
     return (alpha * x_sigma.astype(jnp.float32) - x0_hat) / beta
 
 
@@ -167,11 +175,12 @@ class SpectralDiffDMX(nn.Module):
 
   spec: SpectralSpec
   with_generator: bool = True
+  sampling: bool = False  # the generator's exact v for the sampler (`models.for_sampling`); parameters unchanged.
 
   def setup(self):
     self.conditioner = MaskEstimator(self.spec)
     if self.with_generator:
-      self.generator = SpectralGenerator(self.spec)
+      self.generator = SpectralGenerator(self.spec, self.sampling)
 
   def condition(self, mixture: jax.Array) -> Conditioning:
     features, mask, estimate = self.conditioner(mixture)

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from diffvox_jax import files, inference, metrics, sampler
+from diffvox_jax.models import for_sampling
 
 BEST_DIR = 'best'
 BEST_FILE = 'best.json'  # {"step": s, "usdr": x} of the parameters in best/.
@@ -56,7 +57,8 @@ class ValidationSeparation:
     self.mixture = np.asarray(batch['mixture'][:clips], np.float32)
     self.vocals = np.asarray(batch['vocals'][:clips], np.float32)
     self.config, self.sample_rate = config, int(config.data.sample_rate)
-    self.run = sampler.compiled_sampler(sampler.model_network(model), sampler.SamplerSettings.from_config(config))
+    self.run = sampler.compiled_sampler(sampler.model_network(for_sampling(model)),
+                                        sampler.SamplerSettings.from_config(config))
     self.best_dir = files.as_path(workdir) / BEST_DIR
     best_file = self.best_dir / BEST_FILE
     self.best = json.loads(best_file.read_text())['usdr'] if best_file.is_file() else -np.inf
