@@ -21,7 +21,7 @@ SpectralGenerator (the 'spectral' kind's denoiser), per frame, from X = stft(x_s
 and returns v_hat = (alpha x_sigma - x0_hat) / max(beta, BETA_FLOOR) (Eq. 5 solved for v). The floor bounds the
 training loss at tiny sigma; the module the sampler runs (`sampling=True`, `models.for_sampling`) divides by beta
 itself, so the sampler's x0 is the generator's x0_hat at every sigma (with the floor, a grid point below sigma
-0.013, as the `edm` and `log_snr` grids end with, would read a wrong noise estimate there). The complex
+0.013, as the `edm` and `log_snr` grids end with, would get a wrong x0 there). The complex
 coefficients let it correct the mixture's phase, which a magnitude mask cannot. Shapes: audio
 `(batch, time, channels)`, time a multiple of `hop`; frames = time / hop + 1.
 """
