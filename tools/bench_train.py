@@ -193,33 +193,31 @@ def loop_cases(steps: int) -> list[dict]:
     return [loop_case(data_dir, steps, *variant) for variant in LOOP_VARIANTS]
 
 
-def print_rows(columns: list[tuple[str, str, str]], rows: list[dict]) -> None:
-  """One table: `columns` are (title, row key, format spec), e.g. ('steps/s', 'steps_per_s', '>8.4f'); a title
-  takes its spec's alignment and width; a missing or None value prints as nan."""
-  header = ' '.join(f'{title:{spec.split(".")[0].rstrip("dfs")}}' for title, _, spec in columns)
+def print_rows(columns: list[tuple[str, str, str, str]], rows: list[dict]) -> None:
+  """One table: `columns` are (title, row key, alignment and width, number format), e.g.
+  ('steps/s', 'steps_per_s', '>8', '.4f'); a missing or None value prints as nan."""
+  header = ' '.join(f'{title:{width}}' for title, _, width, _ in columns)
   print(header)
   print('-' * len(header))
   for row in rows:
-    cells = []
-    for _, key, spec in columns:
-      value = row.get(key)
-      value = float('nan') if value is None else value
-      cells.append(f'{str(value) if isinstance(value, bool) else value:{spec}}')
-    print(' '.join(cells))
+    values = [float('nan') if row.get(key) is None else row[key] for _, key, _, _ in columns]
+    print(' '.join(f'{str(value) if isinstance(value, bool) else value:{width}{number}}'
+                   for value, (_, _, width, number) in zip(values, columns, strict=True)))
 
 
-TRAIN_COLUMNS = [('case', 'case', '<12'), ('dev', 'devices', '>3'), ('batch', 'batch', '>5'),
-                 ('segment', 'segment', '>7'), ('dtype', 'dtype', '>8'), ('params M', 'parameters_m', '>8.2f'),
-                 ('init s', 'compile_init_s', '>7.1f'), ('compile s', 'compile_step_s', '>9.1f'),
-                 ('steps', 'timed_steps', '>5'), ('steps/s', 'steps_per_s', '>8.4f'),
-                 ('examples/s', 'examples_per_s', '>10.3f')]
-MEMORY_COLUMNS = [('variant', 'variant', '<14'), ('config', 'config', '<11'), ('dtype', 'dtype', '>8'),
-                  ('batch/dev', 'per_device_batch', '>9'), ('segment', 'segment', '>7'),
-                  ('args GiB', 'argument_gib', '>9.3f'), ('temp GiB', 'temp_gib', '>9.3f'),
-                  ('temp GB/ex', 'temp_gb_per_example', '>10.3f'), ('resid GB/ex', 'residual_gb_per_example', '>11.3f')]
-LOOP_COLUMNS = [('steps/dispatch', 'steps_per_dispatch', '>14'), ('prefetch', 'prefetch_to_device', '>8'),
-                ('devices', 'devices', '>7'), ('steps', 'steps', '>5'), ('steps/s', 'steps_per_s', '>8.4f'),
-                ('wall s', 'wall_s', '>7.1f')]
+TRAIN_COLUMNS = [('case', 'case', '<12', ''), ('dev', 'devices', '>3', ''), ('batch', 'batch', '>5', ''),
+                 ('segment', 'segment', '>7', ''), ('dtype', 'dtype', '>8', ''),
+                 ('params M', 'parameters_m', '>8', '.2f'), ('init s', 'compile_init_s', '>7', '.1f'),
+                 ('compile s', 'compile_step_s', '>9', '.1f'), ('steps', 'timed_steps', '>5', ''),
+                 ('steps/s', 'steps_per_s', '>8', '.4f'), ('examples/s', 'examples_per_s', '>10', '.3f')]
+MEMORY_COLUMNS = [('variant', 'variant', '<14', ''), ('config', 'config', '<11', ''), ('dtype', 'dtype', '>8', ''),
+                  ('batch/dev', 'per_device_batch', '>9', ''), ('segment', 'segment', '>7', ''),
+                  ('args GiB', 'argument_gib', '>9', '.3f'), ('temp GiB', 'temp_gib', '>9', '.3f'),
+                  ('temp GB/ex', 'temp_gb_per_example', '>10', '.3f'),
+                  ('resid GB/ex', 'residual_gb_per_example', '>11', '.3f')]
+LOOP_COLUMNS = [('steps/dispatch', 'steps_per_dispatch', '>14', ''), ('prefetch', 'prefetch_to_device', '>8', ''),
+                ('devices', 'devices', '>7', ''), ('steps', 'steps', '>5', ''),
+                ('steps/s', 'steps_per_s', '>8', '.4f'), ('wall s', 'wall_s', '>7', '.1f')]
 
 
 def main() -> None:
