@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from diffvox_jax import diffusion
 from diffvox_jax import sampler as sampler_lib
 
 CONFIG_DIR = pathlib.Path(importlib.util.find_spec('diffvox_jax.configs').origin).parent  # configs/, installed here
@@ -138,6 +139,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.diffusion.get('loss_weighting', 'uniform') not in LOSS_WEIGHTINGS:
     raise ConfigError(f'diffusion.loss_weighting={config.diffusion.loss_weighting!r} is not one of '
                       f'{LOSS_WEIGHTINGS}')
+  if config.diffusion.get('reconstruction_loss', 'mse') not in diffusion.RECONSTRUCTION_LOSSES:
+    raise ConfigError(f'diffusion.reconstruction_loss={config.diffusion.reconstruction_loss!r} is not one of '
+                      f'{diffusion.RECONSTRUCTION_LOSSES}')
   try:  # the sampler's own checks (steps, method, schedule, eta, cut-off, sigma_start, target, data_scale, ...)
     sampler_lib.SamplerSettings.from_config(config)
   except ValueError as error:

@@ -9,6 +9,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from diffvox_jax import metrics
+
+RECONSTRUCTION_LOSSES = ('mse', 'sdr')
+SDR_LOSS_FLOOR_DB = 30.0  # the 'sdr' loss floors both energies this far below the crop's mixture energy.
+
 
 def alpha_beta(sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Signal and noise scales (alpha, beta) = (cos, sin)(pi * sigma / 2); same shape as `sigma`."""
@@ -52,7 +57,7 @@ class LossTerms(NamedTuple):
   total: jax.Array
   v_mse: jax.Array  # L_diff, Eq. 3.
   latent_mse: jax.Array  # L_lat, Eq. 11.
-  reconstruction_mse: jax.Array  # L_rec, Eq. 12.
+  reconstruction_mse: jax.Array  # L_rec, Eq. 12 (the squared error, whichever `reconstruction_loss` trains).
 
 
 def squared_error_per_sample(target: jax.Array, estimate: jax.Array) -> jax.Array:
@@ -60,6 +65,28 @@ def squared_error_per_sample(target: jax.Array, estimate: jax.Array) -> jax.Arra
   time and batch. target, estimate: (batch, time, channels)."""
   error = (target.astype(jnp.float32) - estimate.astype(jnp.float32)) ** 2
   return jnp.mean(jnp.sum(error, axis=-1))
+
+
+def reconstruction_loss(vocals: jax.Array, estimate: jax.Array, kind: str = 'mse',
+                        mixture: jax.Array | None = None) -> jax.Array:
+  """L_rec as trained; arrays `(batch, time, channels)`, result a scalar.
+
+  'mse' is Eq. 12 (`squared_error_per_sample`). 'sdr' is minus each crop's SDR in dB, averaged over the batch:
+  every crop's error counts relative to its own vocals, as in the per-clip uSDR the benchmarks report, not by its
+  loudness. Both energies get a floor of `SDR_LOSS_FLOOR_DB` below the crop's `mixture` energy, so a crop without
+  vocals asks for an estimate that is quiet relative to its mixture (instead of an unbounded -SDR) and no crop's
+  SDR counts beyond about that many dB (the thresholded SNR of Wisdom et al., 2020).
+  """
+  if kind == 'mse':
+    return squared_error_per_sample(vocals, estimate)
+  if kind != 'sdr':
+    raise ValueError(f'unknown reconstruction loss {kind!r}')
+  vocals, estimate, mixture = (a.astype(jnp.float32) for a in (vocals, estimate, mixture))
+  axes = tuple(range(1, vocals.ndim))
+  floor = 10.0 ** (-SDR_LOSS_FLOOR_DB / 10.0) * jnp.sum(jnp.square(mixture), axis=axes) + metrics.USDR_DELTA
+  signal = jnp.sum(jnp.square(vocals), axis=axes) + floor
+  error = jnp.sum(jnp.square(vocals - estimate), axis=axes) + floor
+  return jnp.mean(10.0 * jnp.log10(error / signal))
 
 
 def loss_weight(sigma: jax.Array, weighting: str = 'uniform', gamma: float = 5.0) -> jax.Array:
@@ -80,12 +107,15 @@ def loss_weight(sigma: jax.Array, weighting: str = 'uniform', gamma: float = 5.0
 
 def loss_terms(v_hat: jax.Array | None, v_true: jax.Array, vocals: jax.Array, latent_estimate: jax.Array | None,
                reconstruction_estimate: jax.Array, *, v_weight: float = 1.0, latent_weight: float = 1.0,
-               reconstruction_weight: float = 1.0, example_weight: jax.Array | None = None) -> LossTerms:
+               reconstruction_weight: float = 1.0, example_weight: jax.Array | None = None,
+               reconstruction_kind: str = 'mse', mixture: jax.Array | None = None) -> LossTerms:
   """L = w_v * L_diff + w_lat * L_lat + w_rec * L_rec; all arrays (batch, time, channels).
 
   L_diff is the mean squared error over every element (audio-diffusion-pytorch's `mse_loss`), each example's
   error multiplied by `example_weight` `(batch,)` when given (`loss_weight`). A term whose estimate is None (the
-  mask baseline has no generator, the spectral models no latent head) is 0.
+  mask baseline has no generator, the spectral models no latent head) is 0. L_rec in the total is
+  `reconstruction_loss(vocals, reconstruction_estimate, reconstruction_kind, mixture)`; the returned
+  `reconstruction_mse` is Eq. 12 in either case.
   """
   zero = jnp.zeros((), jnp.float32)
   if v_hat is None:
@@ -95,5 +125,7 @@ def loss_terms(v_hat: jax.Array | None, v_true: jax.Array, vocals: jax.Array, la
     v_mse = jnp.mean(error if example_weight is None else error * example_weight)
   latent_mse = zero if latent_estimate is None else squared_error_per_sample(vocals, latent_estimate)
   reconstruction_mse = squared_error_per_sample(vocals, reconstruction_estimate)
-  total = v_weight * v_mse + latent_weight * latent_mse + reconstruction_weight * reconstruction_mse
+  reconstruction = (reconstruction_mse if reconstruction_kind == 'mse'
+                    else reconstruction_loss(vocals, reconstruction_estimate, reconstruction_kind, mixture))
+  total = v_weight * v_mse + latent_weight * latent_mse + reconstruction_weight * reconstruction
   return LossTerms(total, v_mse, latent_mse, reconstruction_mse)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffvox_jax import diffusion
+from diffvox_jax import diffusion, metrics
 
 
 def signals(batch: int = 4, time: int = 64, seed: int = 0):
@@ -98,3 +98,30 @@ def test_loss_is_zero_for_perfect_estimates():
   x0, noise = (jnp.asarray(a, jnp.float32) for a in signals())
   terms = diffusion.loss_terms(noise, noise, x0, x0, x0)
   assert float(terms.total) == 0.0
+
+
+def test_sdr_reconstruction_loss_against_a_float64_recomputation():
+  rng = np.random.default_rng(4)
+  vocals = rng.normal(size=(3, 400, 2)) * np.array([1.0, 0.1, 0.0])[:, None, None]  # loud, quiet, silent
+  mixture = vocals + rng.normal(size=vocals.shape)
+  estimate = vocals + 0.05 * rng.normal(size=vocals.shape)
+
+  def minus_sdr(v, e, m):  # -10 log10((|v|^2 + f) / (|v - e|^2 + f)), f 30 dB below |m|^2 (+ uSDR's delta)
+    floor = 1e-3 * np.sum(m ** 2) + 1e-7
+    return -10 * np.log10((np.sum(v ** 2) + floor) / (np.sum((v - e) ** 2) + floor))
+
+  expected = np.mean([minus_sdr(*abc) for abc in zip(vocals, estimate, mixture, strict=True)])
+  v32, e32, m32 = (jnp.asarray(a, jnp.float32) for a in (vocals, estimate, mixture))
+  np.testing.assert_allclose(diffusion.reconstruction_loss(v32, e32, 'sdr', m32), expected, rtol=1e-4)
+  # an unfloored crop is minus its uSDR; the silent one scores its estimate against the floor and is finite.
+  assert abs(minus_sdr(vocals[0], estimate[0], 0 * mixture[0]) + metrics.usdr(vocals[0], estimate[0])) < 1e-9
+  silent_floor = 1e-3 * np.sum(mixture[2] ** 2) + 1e-7
+  assert np.isclose(minus_sdr(vocals[2], estimate[2], mixture[2]),
+                    10 * np.log10(1 + np.sum(estimate[2] ** 2) / silent_floor))
+  terms = diffusion.loss_terms(None, v32, v32, None, e32, reconstruction_weight=2.0, reconstruction_kind='sdr',
+                               mixture=m32)
+  np.testing.assert_allclose(terms.total, 2.0 * expected, rtol=1e-4)
+  # the logged term stays Eq. 12's squared error, whichever loss trains.
+  np.testing.assert_allclose(terms.reconstruction_mse, np.mean(np.sum((vocals - estimate) ** 2, axis=-1)), rtol=1e-4)
+  with pytest.raises(ValueError, match='reconstruction loss'):
+    diffusion.reconstruction_loss(v32, e32, 'l1', m32)

@@ -216,6 +216,8 @@ def test_config_checks_for_the_spectral_kinds():
     load_config('mir1k_spectral', ['--config.model.kind=image'])
   with pytest.raises(ConfigError, match='loss_weighting'):
     load_config('mir1k_spectral', ['--config.diffusion.loss_weighting=snr'])
+  with pytest.raises(ConfigError, match='diffusion.reconstruction_loss'):
+    load_config('mir1k_mask', ['--config.diffusion.reconstruction_loss=l1'])
 
 
 def _export(folder, config, params):

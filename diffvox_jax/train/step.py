@@ -82,6 +82,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict,
         v_hat, diffusion.v_target(target, noise, sigma), vocals, conditioning.latent_estimate,
         conditioning.reconstruction_estimate, v_weight=weights.v_weight, latent_weight=weights.latent_weight,
         reconstruction_weight=weights.reconstruction_weight,
+        reconstruction_kind=weights.get('reconstruction_loss', 'mse'), mixture=mixture,
         example_weight=diffusion.loss_weight(sigma, weights.get('loss_weighting', 'uniform'),
                                              weights.get('min_snr_gamma', 5.0)))
     return terms.total, {'loss': terms.total, **{name: getattr(terms, name) for name in terms._fields[1:]}}
