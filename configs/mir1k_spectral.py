@@ -20,6 +20,8 @@ def get_config():
   config = mir1k_mask.get_config()
   config.model.kind = 'spectral'
   config.diffusion.v_weight = 1.0
+  config.diffusion.reconstruction_loss = 'mse'  # as `diffdmx_spectral_16k` was trained (the baseline now uses 'sdr').
+  config.optim.grad_clip = 1.0
   config.diffusion.loss_weighting = 'min_snr'
   config.diffusion.target = 'residual'
   config.diffusion.data_scale = 10.0
