@@ -118,7 +118,7 @@ def get_config() -> ml_collections.ConfigDict:
   diffusion.v_weight = 1.0  # [C] L_diff.
   diffusion.latent_weight = 1.0  # [?] weight of L_lat (Eq. 11).
   diffusion.reconstruction_weight = 1.0  # [?] weight of L_rec (Eq. 12).
-  # [C] 'mse': Eq. 12, the squared error. 'sdr': minus each crop's SDR in dB, averaged over the batch (each crop's
+  # 'mse' [C]: Eq. 12, the squared error. 'sdr': minus each crop's SDR in dB, averaged over the batch (each crop's
   # error counts relative to its own vocals, as in the per-clip uSDR the benchmarks report), with both energies
   # floored 30 dB below the crop's mixture energy (diffusion.reconstruction_loss).
   diffusion.reconstruction_loss = 'mse'

@@ -125,7 +125,6 @@ def loss_terms(v_hat: jax.Array | None, v_true: jax.Array, vocals: jax.Array, la
     v_mse = jnp.mean(error if example_weight is None else error * example_weight)
   latent_mse = zero if latent_estimate is None else squared_error_per_sample(vocals, latent_estimate)
   reconstruction_mse = squared_error_per_sample(vocals, reconstruction_estimate)
-  reconstruction = (reconstruction_mse if reconstruction_kind == 'mse'
-                    else reconstruction_loss(vocals, reconstruction_estimate, reconstruction_kind, mixture))
+  reconstruction = reconstruction_loss(vocals, reconstruction_estimate, reconstruction_kind, mixture)
   total = v_weight * v_mse + latent_weight * latent_mse + reconstruction_weight * reconstruction
   return LossTerms(total, v_mse, latent_mse, reconstruction_mse)
