@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := ffmpeg festival festvox-kallpc16k fluidsynth fluid-soundfont-gm
+DEBIAN_PACKAGES := ffmpeg festival festvox-kallpc16k festvox-kdlpc16k festvox-italp16k fluidsynth fluid-soundfont-gm
 TEST_DEBIAN_PACKAGES := chromium  # renders the listening pages in the tests (headless)
 PYTEST_ARGS ?=
 

@@ -170,3 +170,25 @@ def test_phrases_split_at_gaps_and_xml_gives_frequencies():
   assert phrases == [notes[:2], notes[2:]]
   xml = synthetic_voice.phrase_xml(phrases[0], ['la', 'lo'])
   assert 'FREQ="220.000">la<' in xml and 'FREQ="440.000">lo<' in xml and xml.count('SECONDS="0.5000"') == 2
+
+
+@pytest.mark.parametrize('singer', synthetic_voice.SINGERS, ids=lambda singer: singer.voice)
+def test_every_singer_sings_its_syllables_on_time_at_the_written_pitch(singer, tmp_path):
+  if not singer.path.exists():
+    pytest.skip(f'Festival voice {singer.voice} not installed (Debian package {singer.package})')
+  librosa = pytest.importorskip('librosa')
+  low, high = synthetic_voice.SUNG_PITCH_RANGE
+  pitches = [low, (low + high) // 2, high, low + 5, high - 3] * (len(singer.syllables) // 5 + 1)
+  notes = [synthetic_voice.SungNote(0.5 + 0.4 * i, 0.9 + 0.4 * i, pitch)
+           for i, pitch in enumerate(pitches[:len(singer.syllables)])]
+  rate, hop = 16000, 256
+  vocals = synthetic_voice.sing(notes, singer.syllables, singer, round((notes[-1].end_s + 0.5) * rate), rate,
+                                tmp_path)
+  f0, voiced, _ = librosa.pyin(vocals.astype(np.float64), fmin=70, fmax=600, sr=rate, frame_length=1024,
+                               hop_length=hop)
+  assert not voiced[:int(0.4 * rate / hop)].any()
+  for note, syllable in zip(notes, singer.syllables, strict=True):
+    first, last = int((note.start_s + 0.1) * rate / hop), int((note.end_s - 0.1) * rate / hop)
+    assert voiced[first:last].mean() > 0.5, (syllable, note)
+    sung = 12 * np.log2(np.median(f0[first:last][voiced[first:last]]) / 440.0) + 69
+    assert abs(sung - note.midi_pitch) < 0.5, (syllable, note, sung)

@@ -377,4 +377,5 @@ def _load_synthetic(seed: int, max_seconds: float | None, sample_rate: int, chan
   vocals = stems.pop('vocals')
   track = assemble(vocals, stems, None)
   notes = [[float(n.start_s), float(n.end_s), int(n.midi_pitch)] for n in song.notes]
-  return dataclasses.replace(track, metadata={'song': song.name, 'chorale': song.metadata['chorale'], 'notes': notes})
+  return dataclasses.replace(track, metadata={'song': song.name, 'chorale': song.metadata['chorale'],
+                                                'singer': song.metadata['singer'], 'notes': notes})

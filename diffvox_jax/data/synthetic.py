@@ -2,9 +2,10 @@
 
 A song is an excerpt (20-35 s by default) of one of music21's Bach chorales (`corpus.chorales.Iterator()`, shipped
 with music21), arranged at random from the seed:
-- the soprano is SUNG by Festival's singing mode on one-syllable words (`synthetic_voice.py`), an octave down
-  (Festival's only voice is male and follows the target pitch only up to MIDI 70); phrases end at the fermatas
-  with a breath, and about one phrase in five is left to an instrument (the vocals are silent there);
+- the soprano is SUNG by Festival's singing mode on one-syllable words (`synthetic_voice.py`) by one of three
+  singers drawn per song (two men, one woman), an octave down (Festival's voices follow the target pitch only up
+  to MIDI 70); phrases end at the fermatas with a breath, and about one phrase in five is left to an instrument
+  (the vocals are silent there);
 - alto and tenor ("other"), the bass ("bass") and a drum groove built on the chorale's bars ("drums") are
   rendered by FluidSynth with the FluidR3 General MIDI soundfont from small MIDI files written here;
 - tempo, key (transposition), GM programs, drum kit and groove, panning, articulation and levels are drawn from
@@ -14,7 +15,8 @@ Same seed, same arrays: FluidSynth runs with reverb and chorus off and writes fl
 is deterministic, and every random choice comes from `np.random.default_rng(seed)`. Intermediate files live in a
 temporary folder that is removed afterwards.
 
-Known limits: the vocals carry nothing above 8 kHz (Festival's voice is 16 kHz) and there is one (male) voice.
+Known limits: the vocals carry nothing above 8 kHz (Festival's voices are 16 kHz), each song has one singer, and
+every singer sings in the same range (G2 to A#4).
 Rendering runs many times faster than real time (docs/benchmarks.md has the figures).
 """
 
@@ -35,7 +37,6 @@ from diffvox_jax.data import synthetic_voice
 from diffvox_jax.data.synthetic_voice import SungNote
 
 SOUNDFONT = pathlib.Path('/usr/share/sounds/sf2/FluidR3_GM.sf2')
-FESTIVAL_VOICE = pathlib.Path('/usr/share/festival/voices/english/kal_diphone')
 STEM_NAMES = ('vocals', 'drums', 'bass', 'other')
 SATB = ('Soprano', 'Alto', 'Tenor', 'Bass')
 
@@ -70,7 +71,8 @@ TICKS_PER_SECOND = MIDI_TICKS_PER_QUARTER * 1_000_000 / MIDI_TEMPO_US
 FLUIDSYNTH_RATES = (8000, 96000)
 FLUIDSYNTH_GAIN = 0.4
 TOOL_TIMEOUT_S = 120
-APT_HINT = 'apt-get install festival festvox-kallpc16k fluidsynth fluid-soundfont-gm'
+APT_HINT = ('apt-get install festival ' + ' '.join(singer.package for singer in synthetic_voice.SINGERS)
+            + ' fluidsynth fluid-soundfont-gm')
 
 
 class MissingToolError(RuntimeError):
@@ -101,8 +103,8 @@ def check_tools() -> None:
   for program, package in (('festival', 'festival'), ('fluidsynth', 'fluidsynth')):
     if shutil.which(program) is None:
       missing.append(f'`{program}` not found on PATH (Debian package {package})')
-  for path, what, package in ((FESTIVAL_VOICE, 'Festival voice kal_diphone', 'festvox-kallpc16k'),
-                              (SOUNDFONT, 'FluidR3 GM soundfont', 'fluid-soundfont-gm')):
+  singers = [(singer.path, f'Festival voice {singer.voice}', singer.package) for singer in synthetic_voice.SINGERS]
+  for path, what, package in (*singers, (SOUNDFONT, 'FluidR3 GM soundfont', 'fluid-soundfont-gm')):
     if not path.exists():
       missing.append(f'{what} not found at {path} (Debian package {package})')
   if missing:
@@ -486,7 +488,8 @@ def render_song(seed: int, sample_rate: int = 44100, max_seconds: float | None =
   arrangement = draw_arrangement(rng, chorale, max_seconds)
   voices = {voice: _excerpt(notes, arrangement) for voice, notes in chorale.voices.items()}
   notes, unsung = vocal_line(rng, voices['Soprano'], arrangement)
-  words = [str(w) for w in rng.choice(synthetic_voice.SYLLABLES, size=len(notes))]
+  singer = synthetic_voice.SINGERS[rng.integers(len(synthetic_voice.SINGERS))]
+  words = [str(w) for w in rng.choice(singer.syllables, size=len(notes))]
   parts = accompaniment_parts(rng, chorale, voices, unsung, arrangement)
   duration_s = (arrangement.end_q - arrangement.start_q) * arrangement.seconds_per_quarter + TAIL_S
   if max_seconds is not None:
@@ -496,8 +499,9 @@ def render_song(seed: int, sample_rate: int = 44100, max_seconds: float | None =
     workdir = pathlib.Path(tmp)
     stems = {stem: render_midi(midi_file(channels, duration_s), length, sample_rate, workdir, stem)
              for stem, channels in parts.items()}
-    vocals = synthetic_voice.sing(notes, words, length, sample_rate, workdir)
+    vocals = synthetic_voice.sing(notes, words, singer, length, sample_rate, workdir)
   stems['vocals'] = _pan(vocals, arrangement.pans['vocals'])
   stems = _level(stems, notes, arrangement, sample_rate)
-  metadata = {'seed': seed, 'chorale': chorale.name, **dataclasses.asdict(arrangement), 'syllables': words}
+  metadata = {'seed': seed, 'chorale': chorale.name, **dataclasses.asdict(arrangement), 'singer': singer.voice,
+              'syllables': words}
   return SyntheticSong(f'synthetic-{seed:06d}-{chorale.name.split("/")[-1]}', stems, notes, sample_rate, metadata)

@@ -1,15 +1,18 @@
 """Sung vocals from Festival's singing mode: one syllable per note, each phrase rendered on its own.
 
-Festival (`festival` with the `kal_diphone` voice of Debian `festvox-kallpc16k`) sings an XML note list
-(`/usr/share/festival/singing-mode.scm`): `<DURATION SECONDS=..><PITCH FREQ=..>word</PITCH></DURATION>` per note.
+Festival sings an XML note list (`/usr/share/festival/singing-mode.scm`):
+`<DURATION SECONDS=..><PITCH FREQ=..>word</PITCH></DURATION>` per note, in one of three diphone voices
+(`SINGERS`): two American English men (`kal_diphone`, `ked_diphone`) and an Italian woman (`lp_diphone`), each
+with syllables its letter-to-sound rules sing on time (English words make the Italian voice drift by ~7%).
 All phrases of a song go through ONE Festival process (a Scheme script; a process costs ~0.3 s to start), each
 phrase into its own wav, and every phrase is placed at its written onset, so timing drift never accumulates
 across phrases and the rests between phrases are exact silence.
 
-Measured with `librosa.pyin` on this voice: sung notes land within 0.1 semitone of the written pitch from MIDI 43
-(G2) to 70 (A#4); above ~71 the voice stops following the target (it tops out near 500 Hz), so callers keep the
-sung line inside `SUNG_PITCH_RANGE`. The syllables are one-syllable English words with open vowels, each checked
-to stay voiced over that range (close front vowels such as "me"/"sea" lose voicing at the top and are left out).
+Measured with `librosa.pyin` on each voice: sung notes land within 0.1 semitone of the written pitch from MIDI 43
+(G2) to 70 (A#4); above ~71 every voice stops following the target (it tops out near 500 Hz), so callers keep the
+sung line inside `SUNG_PITCH_RANGE`. The English syllables are one-syllable words with open vowels, each checked
+to stay voiced over that range (close front vowels such as "me"/"sea" lose voicing at the top and are left out);
+the Italian ones are consonant-vowel syllables with voiced consonants and no close "i", for the same reason.
 """
 
 import pathlib
@@ -23,10 +26,33 @@ import soxr
 
 FESTIVAL_RATE = 16000
 SUNG_PITCH_RANGE = (43, 70)
-SYLLABLES = (
+VOICES_DIR = pathlib.Path('/usr/share/festival/voices')
+ENGLISH_SYLLABLES = (
     'la', 'lo', 'loo', 'ma', 'mo', 'may', 'mine', 'moon', 'no', 'nay', 'new', 'noon', 'low', 'lay', 'lie', 'rain',
     'wine', 'more', 'my', 'row', 'go', 'so', 'you', 'oh', 'love', 'light', 'home', 'night', 'sun', 'ah', 'hey',
     'wo', 'yeah')
+ITALIAN_SYLLABLES = (
+    'la', 'lo', 'le', 'lu', 'ma', 'mo', 'me', 'mu', 'na', 'no', 'ne', 'nu', 'ra', 'ro', 're', 'va', 'vo', 've', 'da',
+    'do', 'de', 'ba', 'bo', 'be')
+
+
+class Singer(NamedTuple):
+  """A Festival diphone voice: its name, its folder under `VOICES_DIR`, its Debian package, its syllables."""
+  voice: str
+  folder: str
+  package: str
+  syllables: tuple[str, ...]
+
+  @property
+  def path(self) -> pathlib.Path:
+    return VOICES_DIR / self.folder
+
+
+SINGERS = (
+    Singer('kal_diphone', 'english/kal_diphone', 'festvox-kallpc16k', ENGLISH_SYLLABLES),
+    Singer('ked_diphone', 'english/ked_diphone', 'festvox-kdlpc16k', ENGLISH_SYLLABLES),
+    Singer('lp_diphone', 'italian/lp_diphone', 'festvox-italp16k', ITALIAN_SYLLABLES),
+)
 FADE_IN_S = 0.005
 RELEASE_S = 0.04
 FESTIVAL_TIMEOUT_S = 120
@@ -35,8 +61,9 @@ _XML_HEADER = ('<?xml version="1.0"?>\n'
                '<!DOCTYPE SINGING PUBLIC "-//SINGING//DTD SINGING mark up//EN" "Singing.v0_1.dtd" []>\n'
                '<SINGING BPM="60">\n')
 
-# Saves every utterance Festival synthesises for the current phrase as <prefix>_<index>.wav.
+# Selects the voice and saves every utterance Festival synthesises for the current phrase as <prefix>_<index>.wav.
 _SCHEME_PRELUDE = """(load (path-append datadir "init.scm"))
+(voice_{voice})
 (defvar part_prefix "")
 (defvar part_index 0)
 (define (save_part utt)
@@ -79,10 +106,10 @@ def phrase_xml(phrase: Sequence[SungNote], words: Sequence[str]) -> str:
   return ''.join(lines)
 
 
-def _run_festival(phrases: Sequence[Sequence[SungNote]], words: Sequence[Sequence[str]],
+def _run_festival(phrases: Sequence[Sequence[SungNote]], words: Sequence[Sequence[str]], singer: Singer,
                   workdir: pathlib.Path) -> list[np.ndarray]:
   """Sings every phrase in one Festival process; returns one mono float32 wave per phrase at FESTIVAL_RATE."""
-  script = [_SCHEME_PRELUDE]
+  script = [_SCHEME_PRELUDE.replace('{voice}', singer.voice)]
   for index, (phrase, phrase_words) in enumerate(zip(phrases, words, strict=True)):
     xml_path = workdir / f'phrase_{index:03d}.xml'
     xml_path.write_text(phrase_xml(phrase, phrase_words))
@@ -112,13 +139,14 @@ def _run_festival(phrases: Sequence[Sequence[SungNote]], words: Sequence[Sequenc
   return waves
 
 
-def sing(notes: Sequence[SungNote], words: Sequence[str], length: int, sample_rate: int,
+def sing(notes: Sequence[SungNote], words: Sequence[str], singer: Singer, length: int, sample_rate: int,
          workdir: pathlib.Path) -> np.ndarray:
   """Renders the sung line.
 
   Args:
     notes: time-ordered, non-overlapping notes with pitches inside `SUNG_PITCH_RANGE`.
-    words: one syllable (a word of `SYLLABLES`) per note.
+    words: one syllable (of `singer.syllables`) per note.
+    singer: the voice that sings.
     length: output length in samples.
     sample_rate: output rate.
     workdir: an existing scratch folder for Festival's files.
@@ -132,7 +160,7 @@ def sing(notes: Sequence[SungNote], words: Sequence[str], length: int, sample_ra
   phrases = split_phrases(notes)
   word_iter = iter(words)
   phrase_words = [[next(word_iter) for _ in phrase] for phrase in phrases]
-  for phrase, wave in zip(phrases, _run_festival(phrases, phrase_words, workdir), strict=True):
+  for phrase, wave in zip(phrases, _run_festival(phrases, phrase_words, singer, workdir), strict=True):
     if sample_rate != FESTIVAL_RATE:
       wave = soxr.resample(wave, FESTIVAL_RATE, sample_rate, quality='HQ').astype(np.float32)
     start = round(phrase[0].start_s * sample_rate)
