@@ -1,8 +1,18 @@
-"""Shared test set-up: two fake CPU devices (set before jax is imported) and the `../shared/data` location."""
+"""Shared test set-up: two fake CPU devices and one XLA compilation cache (set before jax is imported), and the
+`../shared/data` location."""
 
 import os
 import pathlib
+import shutil
 
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+# One persistent compilation cache for every test process and every command the tests start: the same train steps,
+# samplers and models compile in many files, and a hit skips XLA (45 s for the device check's miniature train step
+# on a slow core). Entries are keyed by the computation, the compiler flags and the jax version; a cache entry that
+# cannot be read is recompiled with a warning.
+XLA_CACHE_DIR = REPO_ROOT / '.pytest_cache' / 'xla'
+XLA_CACHE_LIMIT_BYTES = 2 * 2**30  # emptied at the start of a run that finds it bigger
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', str(XLA_CACHE_DIR))
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
@@ -10,8 +20,16 @@ import pytest  # noqa: E402
 import random_models  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = pathlib.Path(os.environ.get('DIFFVOX_SHARED_DATA', REPO_ROOT.parent / 'shared' / 'data'))
+
+
+def pytest_sessionstart(session) -> None:
+  """Empties the compilation cache once it outgrows XLA_CACHE_LIMIT_BYTES (in the main process, before workers)."""
+  del session
+  if 'PYTEST_XDIST_WORKER' in os.environ or not XLA_CACHE_DIR.is_dir():
+    return
+  if sum(path.stat().st_size for path in XLA_CACHE_DIR.rglob('*') if path.is_file()) > XLA_CACHE_LIMIT_BYTES:
+    shutil.rmtree(XLA_CACHE_DIR)
 
 
 @pytest.fixture(scope='session')

@@ -33,11 +33,10 @@ def mini(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory) -> dict[str, str]:
-  """One CPU device, a compilation cache shared by every command of this module."""
-  cache = tmp_path_factory.mktemp('xla_cache')
+def env() -> dict[str, str]:
+  """One CPU device; every command shares the suite's compilation cache (conftest.py)."""
   return dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_backend_optimization_level=0',
-              JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])))
 
 

@@ -32,11 +32,11 @@ TABLE2_RATE = 16000  # Table 2's high-pass cut-offs go up to 5 kHz: the model's 
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory) -> dict[str, str]:
-  """The environment of every command: CPU, the repository importable (`-m experiments...`), a shared cache."""
-  cache = tmp_path_factory.mktemp('xla_cache')
+def env() -> dict[str, str]:
+  """The environment of every command: CPU, the repository importable (`-m experiments...`), the suite's
+  compilation cache (conftest.py)."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_backend_optimization_level=0',
-             JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
   env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
   return env
 

@@ -169,8 +169,9 @@ def diffvox(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess
 
 
 @pytest.fixture(scope='module')
-def compile_cache(tmp_path_factory) -> pathlib.Path:
-  return tmp_path_factory.mktemp('xla_cache')
+def compile_cache() -> pathlib.Path:
+  """The suite's compilation cache (conftest.py), shared with every command started here."""
+  return pathlib.Path(os.environ['JAX_COMPILATION_CACHE_DIR'])
 
 
 @pytest.fixture(scope='module')

@@ -27,8 +27,8 @@ Sections, in order, each skipped (and said so) when the time budget (`--budget-s
    deadline: a checkpoint is saved), then the EMA weights exported to `OUT/model/` (config.json, params.msgpack).
 
 `--dry-run` runs every section on the CPU with a two-level miniature of cpu_tiny (`DRY_RUN_MODEL`) in place of
-cpu_tiny and the RT model, float32 timings only, and fewer steps. Everything goes
-to `OUT/device_check.json` and `OUT/device_check.log`; the last line printed is
+cpu_tiny and the RT model, float32 timings only, fewer steps, and gradient accumulation as its one memory saver.
+Everything goes to `OUT/device_check.json` and `OUT/device_check.log`; the last line printed is
 `correct_float32=ok|FAIL correct_bfloat16=ok|FAIL t50_s=X t50_bf16_s=X train_examples_per_s=X mfu=X` (t50: the
 longest sampler timed with the 'auto' attention; training: the first dtype timed, bfloat16 where both are).
 """
@@ -112,8 +112,7 @@ PLANS = {
                     model_overrides=DRY_RUN_MODEL + ('sampler.chunk=8192',), excerpt_seconds=1.0,
                     sampling_steps=(4,), few_step=('dpmpp_2m', 2), every_attention=False,
                     timing_dtypes=('float32',), repeats=1, train_batch=4, train_overrides=('data.segment=8192',),
-                    train_steps=1, memory_savers=(('remat', ("model.remat='nothing_saveable'",)),
-                                                  ('accum2', ('train.accumulation_steps=2',)))),
+                    train_steps=1, memory_savers=(('accum2', ('train.accumulation_steps=2',)),)),
 }
 
 
