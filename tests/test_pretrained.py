@@ -16,8 +16,8 @@ from diffvox_jax import baselines, inference, metrics, separate
 from diffvox_jax.data import synthetic
 
 MAX_BYTES = 30 * 2**20
-# A synthetic song none of the packaged models heard (the demo model trained on seeds 0 .. 95, the MIR-1K models
-# on no synthetic song at all).
+# A synthetic song none of the packaged models heard (the demo model trained on seeds 0 .. 95, mask_baseline_16k on
+# 0 .. 159, diffdmx_spectral_16k on no synthetic song at all).
 UNSEEN_SEED = 5000
 PACKAGED = inference.packaged_models()
 
@@ -66,7 +66,7 @@ def test_the_packaged_model_separates_an_unseen_synthetic_song(packaged):
   estimate = separate.separate_array(config, params, mixture, rng=jax.random.key(0))
   model_sdr, mixture_sdr = metrics.usdr(vocals, estimate), metrics.usdr(vocals, baselines.mixture_estimate(mixture))
   assert math.isfinite(model_sdr)
-  assert model_sdr > mixture_sdr + 3.0, (model_sdr, mixture_sdr)  # +6.9 dB on the development machine
+  assert model_sdr > mixture_sdr + 3.0, (model_sdr, mixture_sdr)  # +7.5 dB on the development machine
 
 
 @pytest.mark.slow

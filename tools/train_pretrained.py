@@ -5,8 +5,10 @@
 
 Recipe `mir1k` (the default model `diffdmx_spectral_16k` and the baseline `mask_baseline_16k`):
 
-1. prepares the MIR-1K training and dev singers (`--mir1k`, default `../shared/data/mir1k`) at 16 kHz mono:
+1. prepares the MIR-1K training and dev singers (`--mir1k`, default `../shared/data/mir1k`) and 200 synthetic
+   songs (for the baseline's data mix) at 16 kHz mono:
        diffvox prepare --dataset mir1k --manual-dir MIR1K --config mir1k_mask --data-dir DATA_DIR
+       diffvox prepare --dataset synthetic --num-songs 200 --config mir1k_mask --data-dir DATA_DIR
 2. trains `mir1k_spectral` and the same-budget baseline `mir1k_mask` at the same time, each pinned to one CPU core
    (`taskset`, single-threaded XLA), each resuming if interrupted:
        diffvox train --config mir1k_spectral --workdir WORKDIR/spectral --config.data.data_dir=DATA_DIR
@@ -60,6 +62,7 @@ MIR1K_DEV = MIR1K / 'dev'
 # Recipe mir1k: (config, workdir name, export name); trained side by side, one core each.
 MIR1K_MODELS = (('mir1k_spectral', 'spectral', 'diffdmx_spectral_16k'), ('mir1k_mask', 'mask', 'mask_baseline_16k'))
 MIR1K_RATE = 16000
+MIR1K_SYNTHETIC_SONGS = 200  # mixed into the baseline's training data (`configs/mir1k_mask.py`'s data.sources)
 # What differs from `configs/demo.py`: a longer run (the demo's architecture, data rate and sampler).
 PRETRAINED_OVERRIDES = ('train.num_steps=1500', 'train.checkpoint_every=250', 'train.eval_every=250',
                         'train.ema_decay=0.99')
@@ -113,12 +116,14 @@ def export_shipped(workdir: pathlib.Path, export_dir: pathlib.Path, default_conf
 
 
 def mir1k_recipe(args: argparse.Namespace) -> None:
-  """Prepare MIR-1K, train the spectral model and the baseline side by side, export both, benchmark them."""
+  """Prepare MIR-1K and synthetic songs, train the spectral model and the baseline side by side, export both,
+  benchmark them."""
   diffvox = [sys.executable, '-m', 'diffvox_jax.cli']
-  prepare = diffvox + ['prepare', '--dataset', 'mir1k', '--manual-dir', str(args.mir1k), '--config', 'mir1k_mask',
-                       '--data-dir', str(args.data_dir)]
-  print('$', shlex.join(prepare))
-  subprocess.run(prepare, check=True)
+  for dataset in (['mir1k', '--manual-dir', str(args.mir1k)],
+                  ['synthetic', '--num-songs', str(MIR1K_SYNTHETIC_SONGS)]):
+    prepare = diffvox + ['prepare', '--dataset', *dataset, '--config', 'mir1k_mask', '--data-dir', str(args.data_dir)]
+    print('$', shlex.join(prepare))
+    subprocess.run(prepare, check=True)
   pin = shutil.which('taskset') is not None and (os.cpu_count() or 1) >= len(MIR1K_MODELS)
   env = {**os.environ, 'XLA_FLAGS': '--xla_cpu_multi_thread_eigen=false'} if pin else dict(os.environ)
   runs = []
