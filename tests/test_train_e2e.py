@@ -156,9 +156,10 @@ np.savez(sys.argv[2], *jax.tree.leaves(state.params))
 '''
 
 
-def subprocess_env(cache: pathlib.Path) -> dict[str, str]:
+def subprocess_env() -> dict[str, str]:
+  """The environment of every process started here; it inherits the suite's compilation cache (conftest.py)."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
   env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
   return env
 
@@ -169,17 +170,11 @@ def diffvox(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess
 
 
 @pytest.fixture(scope='module')
-def compile_cache() -> pathlib.Path:
-  """The suite's compilation cache (conftest.py), shared with every command started here."""
-  return pathlib.Path(os.environ['JAX_COMPILATION_CACHE_DIR'])
-
-
-@pytest.fixture(scope='module')
-def synthetic_data(tmp_path_factory, compile_cache) -> pathlib.Path:
+def synthetic_data(tmp_path_factory) -> pathlib.Path:
   """Three short synthetic songs (one per split) prepared with `diffvox prepare`."""
   data_dir = tmp_path_factory.mktemp('data')
   result = diffvox('prepare', '--dataset', 'synthetic', '--num-songs', '3', '--max-seconds', '6', '--config',
-                   'cpu_tiny', '--data-dir', str(data_dir), env=subprocess_env(compile_cache))
+                   'cpu_tiny', '--data-dir', str(data_dir), env=subprocess_env())
   assert result.returncode == 0, result.stderr[-3000:]
   return data_dir
 
@@ -190,12 +185,12 @@ def overrides(synthetic_data) -> list[str]:
 
 
 @pytest.fixture(scope='module')
-def straight_run(tmp_path_factory, overrides, compile_cache) -> tuple[pathlib.Path, subprocess.CompletedProcess]:
+def straight_run(tmp_path_factory, overrides) -> tuple[pathlib.Path, subprocess.CompletedProcess]:
   """`diffvox train` for NUM_STEPS steps without interruption."""
   workdir = tmp_path_factory.mktemp('straight')
   flags = [f'--config.{override}' for override in overrides]
   result = diffvox('train', '--config', 'cpu_tiny', '--workdir', str(workdir), *flags,
-                   env=subprocess_env(compile_cache))
+                   env=subprocess_env())
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, result
 
@@ -236,12 +231,12 @@ def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 6
     time.sleep(0.2)
 
 
-def start_paced_trainer(tmp_path, overrides, cache, workdir, pause_at: int, mode: str):
+def start_paced_trainer(tmp_path, overrides, workdir, pause_at: int, mode: str):
   script, marker = tmp_path / 'paced_trainer.py', tmp_path / 'paused'
   script.write_text(PACED_TRAINER)
   process = subprocess.Popen(
       [sys.executable, str(script), json.dumps(overrides), str(workdir), str(marker), str(pause_at), mode],
-      env=subprocess_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+      env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
   return process, marker
 
 
@@ -276,27 +271,27 @@ def test_diffvox_train_runs_end_to_end_on_synthetic_songs(straight_run):
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
 
 
-def test_separating_with_a_training_workdir_is_quiet(straight_run, tmp_path, compile_cache):
+def test_separating_with_a_training_workdir_is_quiet(straight_run, tmp_path):
   workdir, _ = straight_run
   song = tmp_path / 'song.wav'
   sf.write(song, np.random.default_rng(0).uniform(-0.3, 0.3, (8000, 2)).astype(np.float32), 16000)
   result = diffvox('separate', str(song), '--checkpoint', str(workdir), '-o', str(tmp_path / 'out'), '--steps', '1',
-                   '--bits', '32f', env=subprocess_env(compile_cache))  # float: no level warnings either
+                   '--bits', '32f', env=subprocess_env())  # float: no level warnings either
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stderr.strip() == '', result.stderr[-3000:]  # no orbax, tfds or JAX lines without --verbose.
 
 
-def test_missing_dataset_is_one_clear_line(tmp_path, compile_cache):
+def test_missing_dataset_is_one_clear_line(tmp_path):
   result = diffvox('train', '--config', 'cpu_tiny', '--workdir', str(tmp_path / 'run'),
-                   f'--config.data.data_dir={tmp_path / "nowhere"}', env=subprocess_env(compile_cache))
+                   f'--config.data.data_dir={tmp_path / "nowhere"}', env=subprocess_env())
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith(f'diffvox: data directory {tmp_path / "nowhere"} does not')
 
 
-def test_sigkill_after_a_checkpoint_then_restart_resumes_exactly(tmp_path, overrides, compile_cache, straight_run):
+def test_sigkill_after_a_checkpoint_then_restart_resumes_exactly(tmp_path, overrides, straight_run):
   straight, _ = straight_run
   workdir = tmp_path / 'killed'
-  process, marker = start_paced_trainer(tmp_path, overrides, compile_cache, workdir, pause_at=4, mode='block')
+  process, marker = start_paced_trainer(tmp_path, overrides, workdir, pause_at=4, mode='block')
   # Steps 1-3, checkpoint 3, step 4, then it blocks fetching the 5th batch.
   wait_for(lambda: marker.exists() and inference.latest_step(workdir) == 3, process, 'checkpoint 3')
   process.send_signal(signal.SIGKILL)
@@ -305,17 +300,17 @@ def test_sigkill_after_a_checkpoint_then_restart_resumes_exactly(tmp_path, overr
   process.stdout.close()
   assert inference.latest_step(workdir) == 3
 
-  result = diffvox('train', '--workdir', str(workdir), env=subprocess_env(compile_cache))
+  result = diffvox('train', '--workdir', str(workdir), env=subprocess_env())
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'resuming at step 3' in result.stderr
   for step in (6, NUM_STEPS):
     assert_checkpoints_identical(read_checkpoint(workdir, step), read_checkpoint(straight, step))
 
 
-def test_sigterm_saves_a_complete_checkpoint_before_exiting(tmp_path, overrides, compile_cache, straight_run):
+def test_sigterm_saves_a_complete_checkpoint_before_exiting(tmp_path, overrides, straight_run):
   del straight_run  # only for its compilation cache
   workdir = tmp_path / 'terminated'
-  process, marker = start_paced_trainer(tmp_path, overrides, compile_cache, workdir, pause_at=4, mode='slow')
+  process, marker = start_paced_trainer(tmp_path, overrides, workdir, pause_at=4, mode='slow')
   wait_for(marker.exists, process, 'the 5th batch')
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=300)
@@ -330,11 +325,11 @@ def test_sigterm_saves_a_complete_checkpoint_before_exiting(tmp_path, overrides,
   assert iterator_state == {'next_index': step}  # grain's position: one batch per step consumed
 
 
-def test_loss_decreases_when_overfitting_one_batch(tmp_path, overrides, compile_cache, straight_run):
+def test_loss_decreases_when_overfitting_one_batch(tmp_path, overrides, straight_run):
   del straight_run  # only for its compilation cache
   script = tmp_path / 'overfit.py'
   script.write_text(OVERFITTER)
-  result = subprocess.run([sys.executable, str(script), json.dumps(overrides)], env=subprocess_env(compile_cache),
+  result = subprocess.run([sys.executable, str(script), json.dumps(overrides)], env=subprocess_env(),
                           capture_output=True, text=True, timeout=900, cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   history = json.loads(result.stdout.strip().splitlines()[-1])
@@ -345,11 +340,11 @@ def test_loss_decreases_when_overfitting_one_batch(tmp_path, overrides, compile_
   assert last < 0.8 * first, [h['loss'] for h in history]
 
 
-def start_hosts(tmp_path, cache, workdir, mode: str) -> list[subprocess.Popen]:
+def start_hosts(tmp_path, workdir, mode: str) -> list[subprocess.Popen]:
   script, port = tmp_path / 'multi_host.py', str(20000 + (os.getpid() + len(mode)) % 20000)
   script.write_text(MULTI_HOST_TRAINER)
   return [subprocess.Popen([sys.executable, str(script), str(i), port, str(workdir), str(TESTS), mode,
-                            str(tmp_path / 'paused')], env=subprocess_env(cache), stdout=subprocess.PIPE,
+                            str(tmp_path / 'paused')], env=subprocess_env(), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, cwd=REPO) for i in range(2)]
 
 
@@ -362,9 +357,9 @@ def finish(processes: list[subprocess.Popen]) -> list[tuple[int, str]]:
   return outcomes
 
 
-def test_two_hosts_of_two_devices_stop_resume_and_train_like_one_host_with_four(tmp_path, compile_cache):
+def test_two_hosts_of_two_devices_stop_resume_and_train_like_one_host_with_four(tmp_path):
   workdir = tmp_path / 'multi'
-  processes = start_hosts(tmp_path, compile_cache, workdir, 'paced')
+  processes = start_hosts(tmp_path, workdir, 'paced')
   wait_for((tmp_path / 'paused').exists, processes[0], 'the 3rd batch of host 0')
   processes[0].send_signal(signal.SIGTERM)  # one host only: they agree to stop at the same step
   outcomes = finish(processes)
@@ -375,13 +370,13 @@ def test_two_hosts_of_two_devices_stop_resume_and_train_like_one_host_with_four(
   assert 2 <= step < 6 and inference.latest_step(workdir) == step
   assert sorted(read_checkpoint(workdir, step)['iterator_files']) == ['process_0-of-2.json', 'process_1-of-2.json']
 
-  resumed = finish(start_hosts(tmp_path, compile_cache, workdir, 'train'))  # on both
+  resumed = finish(start_hosts(tmp_path, workdir, 'train'))  # on both
   assert [code for code, _ in resumed] == [0, 0], resumed
   assert f'resuming at step {step}' in resumed[0][1]  # process 0 reports
   reference = tmp_path / 'reference.npz'
   script = tmp_path / 'reference.py'
   script.write_text(FOUR_DEVICE_REFERENCE)
-  env = dict(subprocess_env(compile_cache), XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env = dict(subprocess_env(), XLA_FLAGS='--xla_force_host_platform_device_count=4')
   result = subprocess.run([sys.executable, str(script), str(TESTS), str(reference)], env=env, capture_output=True,
                           text=True, timeout=600, cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -392,14 +387,14 @@ def test_two_hosts_of_two_devices_stop_resume_and_train_like_one_host_with_four(
     np.testing.assert_allclose(leaf, single[f'arr_{index}'], rtol=1e-5, atol=1e-7)
 
 
-def test_a_host_failing_at_start_up_stops_both_with_its_message(tmp_path, compile_cache):
-  outcomes = finish(start_hosts(tmp_path, compile_cache, tmp_path / 'failing', 'no_data'))
+def test_a_host_failing_at_start_up_stops_both_with_its_message(tmp_path):
+  outcomes = finish(start_hosts(tmp_path, tmp_path / 'failing', 'no_data'))
   assert [code for code, _ in outcomes] == [3, 3], outcomes
   assert 'missing does not exist' in outcomes[1][1]
   assert 'process 1 failed at start-up: data directory' in outcomes[0][1], outcomes[0][1][-3000:]
 
 
-def test_device_check_trains_on_the_minutes_left_and_exports_the_ema_weights(tmp_path, overrides, compile_cache,
+def test_device_check_trains_on_the_minutes_left_and_exports_the_ema_weights(tmp_path, overrides,
                                                                               synthetic_data, straight_run):
   """`tools/device_check.py --train-minutes`: the real loop on carried data, then the export `diffvox separate` reads
   (the same model as `straight_run`, so the compilation cache it filled makes this quick)."""
@@ -408,7 +403,7 @@ def test_device_check_trains_on_the_minutes_left_and_exports_the_ema_weights(tmp
   result = subprocess.run([sys.executable, str(REPO / 'tools' / 'device_check.py'), '--dry-run', '--sections', '',
                            '--out', str(out), '--train-minutes', '10', '--train-config', 'cpu_tiny',
                            '--train-data', str(synthetic_data), *flags],
-                          env=subprocess_env(compile_cache), capture_output=True, text=True, timeout=900, cwd=REPO)
+                          env=subprocess_env(), capture_output=True, text=True, timeout=900, cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   trained = json.loads((out / 'device_check.json').read_text())['sections']['train']
   assert trained['step'] == NUM_STEPS and trained['stopped'] == 'finished'
@@ -416,6 +411,6 @@ def test_device_check_trains_on_the_minutes_left_and_exports_the_ema_weights(tmp
   assert config.model.factors == (4, 4) and all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
   missing = subprocess.run([sys.executable, str(REPO / 'tools' / 'device_check.py'), '--sections', '', '--out',
                             str(tmp_path / 'again'), '--train-minutes', '1', '--train-data', str(tmp_path / 'none')],
-                           env=subprocess_env(compile_cache), capture_output=True, text=True, timeout=300, cwd=REPO)
+                           env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
   assert missing.returncode == 1
   assert missing.stderr.strip().endswith(f'--train-data {tmp_path / "none"}: no such folder')
